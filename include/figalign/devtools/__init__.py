@@ -1,0 +1,1 @@
+"""Developer tools used by the Makefile: throwaway databases, Airflow standalone."""

@@ -1,0 +1,1 @@
+"""Parsers: one source format each, all producing ``figalign.records.ParsedPaper``."""

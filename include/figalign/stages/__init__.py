@@ -1,0 +1,1 @@
+"""Stages: harvest, fetch, parse, filter, recaption, score, export — one contract for all."""

@@ -1,0 +1,1 @@
+"""The provenance store: models, sessions, upserts, the work queue and migrations."""

@@ -1,0 +1,273 @@
+"""SQLAlchemy 2 typed models of the provenance store.
+
+Every table has a natural key with a unique constraint, so every write can be an upsert
+and re-running a stage never duplicates rows. Times are naive UTC (SQLite keeps no zone).
+Schema changes go through Alembic migrations in ``store/migrations``; a test checks that
+autogenerate finds no difference between these models and the migrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STAGE_STATUSES = ("pending", "running", "done", "failed", "skipped")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now: the one time convention of the store."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TimestampMixin:
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Paper(TimestampMixin, Base):
+    """One version of one paper from one source (arXiv 2411.01234 v2, PMC123 v1)."""
+
+    __tablename__ = "papers"
+    __table_args__ = (UniqueConstraint("source", "external_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(16), default="")
+    doi: Mapped[str | None] = mapped_column(String(256))
+    title: Mapped[str | None] = mapped_column(Text)
+    abstract: Mapped[str | None] = mapped_column(Text)
+    authors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    categories: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    discipline: Mapped[str | None] = mapped_column(String(64))
+    licence: Mapped[str | None] = mapped_column(String(64))
+    licence_url: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    source_updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    source_urls: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    retracted: Mapped[bool] = mapped_column(Boolean, default=False)
+    excluded_reason: Mapped[str | None] = mapped_column(Text)
+    parser: Mapped[str | None] = mapped_column(String(64))
+    parser_version: Mapped[str | None] = mapped_column(String(32))
+    schema_version: Mapped[str | None] = mapped_column(String(16))
+
+
+class Artifact(Base):
+    """A content-addressed file: identical bytes are stored once, whoever fetched them."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str | None] = mapped_column(String(128))
+    storage_uri: Mapped[str] = mapped_column(Text)
+    origin_url: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PaperFile(Base):
+    """Which artifact plays which role for a paper (its PDF, JATS XML, e-print, TEI)."""
+
+    __tablename__ = "paper_files"
+    __table_args__ = (UniqueConstraint("paper_id", "role", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paper_id: Mapped[int] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(512), default="")
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    origin_url: Mapped[str | None] = mapped_column(Text)
+
+
+class FigureRow(TimestampMixin, Base):
+    """A figure or table of a parsed paper, with where it came from and why it was dropped."""
+
+    __tablename__ = "figures"
+    __table_args__ = (Index("ix_figures_phash", "phash"), Index("ix_figures_pixel_sha256", "pixel_sha256"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    figure_key: Mapped[str] = mapped_column(String(256), unique=True)
+    paper_id: Mapped[int] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(String(64))
+    number: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    ordinal: Mapped[int] = mapped_column(Integer, default=0)
+    page: Mapped[int | None] = mapped_column(Integer)
+    bbox: Mapped[list[Any] | None] = mapped_column(JSON)
+    image_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    phash: Mapped[str | None] = mapped_column(String(32))
+    pixel_sha256: Mapped[str | None] = mapped_column(String(64))
+    subfigures: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    parser: Mapped[str] = mapped_column(String(64))
+    parser_version: Mapped[str] = mapped_column(String(32))
+    filter_reason: Mapped[str | None] = mapped_column(Text)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("figures.id"))
+
+
+class CitationContextRow(Base):
+    """A body sentence that references a figure, in reading order."""
+
+    __tablename__ = "citation_contexts"
+    __table_args__ = (UniqueConstraint("figure_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    figure_id: Mapped[int] = mapped_column(ForeignKey("figures.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    section: Mapped[str | None] = mapped_column(Text)
+    mention: Mapped[str | None] = mapped_column(String(128))
+
+
+class Caption(Base):
+    """An original caption or a model's recaption, with everything needed to reproduce it.
+
+    The natural key includes model, prompt hash and parameter hash: a new prompt version
+    adds rows and keeps the old ones for comparison.
+    """
+
+    __tablename__ = "captions"
+    __table_args__ = (UniqueConstraint("figure_id", "kind", "model", "prompt_hash", "params_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    figure_id: Mapped[int] = mapped_column(ForeignKey("figures.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(256), default="")
+    prompt_hash: Mapped[str] = mapped_column(String(64), default="")
+    params_hash: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="accepted")
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    raw_text: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    endpoint: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Metric(Base):
+    """One score of one caption of one figure by one model (PPPL, CLIP score)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("caption_id", "metric", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    figure_id: Mapped[int] = mapped_column(ForeignKey("figures.id", ondelete="CASCADE"), index=True)
+    caption_id: Mapped[int] = mapped_column(ForeignKey("captions.id", ondelete="CASCADE"))
+    caption_kind: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(256))
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StageRun(Base):
+    """The state of one item in one stage: the queue, the audit trail and the retry count.
+
+    Claiming sets ``lease_owner``/``lease_expires_at``; a worker that dies leaves an
+    expired lease that the next claim picks up. ``attempts`` stops an item that keeps
+    failing from looping forever: past ``max_attempts`` it ends ``failed`` with its error.
+    """
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (
+        UniqueConstraint("stage", "entity_type", "entity_id"),
+        Index("ix_stage_runs_stage_status", "stage", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    input_hash: Mapped[str | None] = mapped_column(String(64))
+    error_class: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dag_id: Mapped[str | None] = mapped_column(String(250))
+    run_id: Mapped[str | None] = mapped_column(String(250))
+    task_id: Mapped[str | None] = mapped_column(String(250))
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class HarvestCursor(Base):
+    """Where a harvest of one source, set and window stands, so a crash resumes there."""
+
+    __tablename__ = "harvest_cursors"
+    __table_args__ = (UniqueConstraint("source", "set_spec", "window_start", "window_end"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    set_spec: Mapped[str] = mapped_column(String(128), default="")
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime)
+    window_end: Mapped[dt.datetime] = mapped_column(DateTime)
+    resumption_token: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    records_seen: Mapped[int] = mapped_column(Integer, default=0)
+    pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Export(Base):
+    """One export run: format, where it went, what it held, and its manifest hash."""
+
+    __tablename__ = "exports"
+    __table_args__ = (UniqueConstraint("format", "out_dir", "manifest_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    format: Mapped[str] = mapped_column(String(32))
+    out_dir: Mapped[str] = mapped_column(Text)
+    since: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    shards: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

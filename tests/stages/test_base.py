@@ -1,0 +1,69 @@
+"""The stage contract: every claimed item ends with a recorded outcome, whatever happens."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from figalign.errors import BadInputError, TransientError
+from figalign.stages.base import Outcome, Stage, drain, run_batch
+from figalign.store.db import session_scope
+from figalign.store.models import StageRun
+
+
+class Toy(Stage):
+    name = "toy"
+    entity_type = "thing"
+    max_attempts = 2
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def discover(self, session):
+        return [str(i) for i in range(6)]
+
+    def process(self, session, item):
+        self.calls.append(item.entity_id)
+        match int(item.entity_id):
+            case 1:
+                raise TransientError("server busy")
+            case 2:
+                raise BadInputError("encrypted PDF")
+            case 3:
+                raise KeyError("a bug")
+            case 4:
+                return Outcome.skipped("no endpoint configured")
+        return Outcome.done(figures=int(item.entity_id))
+
+
+def _rows(engine):
+    with session_scope(engine) as s:
+        return {r.entity_id: r for r in s.scalars(select(StageRun).where(StageRun.stage == "toy"))}
+
+
+def test_failures_are_recorded_and_never_sink_the_batch(engine):
+    stage = Toy()
+    summary = run_batch(stage, engine, size=10)
+    assert summary.claimed == 6 and sorted(stage.calls) == [str(i) for i in range(6)]
+    rows = _rows(engine)
+    assert rows["0"].status == "done" and rows["0"].output == {"figures": 0}
+    assert rows["1"].status == "pending" and rows["1"].error_class == "TransientError"  # retried later
+    assert rows["2"].status == "failed" and rows["2"].error_class == "BadInputError"
+    assert "encrypted PDF" in rows["2"].error_message
+    assert rows["3"].status == "failed" and rows["3"].error_class == "KeyError"
+    assert rows["4"].status == "skipped" and rows["4"].reason == "no endpoint configured"
+
+
+def test_transient_failures_retry_until_attempts_run_out(engine):
+    stage = Toy()
+    total = drain(stage, engine, size=10)
+    assert stage.calls.count("1") == 2  # max_attempts
+    rows = _rows(engine)
+    assert rows["1"].status == "failed" and rows["1"].attempts == 2
+    assert total.statuses["done"] == 2 and total.statuses["skipped"] == 1
+
+
+def test_a_second_run_does_nothing(engine):
+    drain(Toy(), engine, size=10)
+    again = Toy()
+    summary = drain(again, engine, size=10)
+    assert again.calls == [] and summary.claimed == 0 and summary.enqueued == 0
