@@ -1,0 +1,54 @@
+"""`figalign ingest | run | status`: drive stages from the shell, no Airflow needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from figalign.pipeline import ingest_local
+
+    print(json.dumps(ingest_local(args.folder, limit=args.limit), indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from figalign.pipeline import run_stage
+
+    total_claimed = 0
+    for _ in range(args.max_batches):
+        result = run_stage(args.stage, size=args.batch_size)
+        print(json.dumps(result))
+        total_claimed += int(result.get("claimed", 0))
+        if not result.get("claimed"):
+            break
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from figalign.pipeline import render_summary
+
+    out = render_summary(None)
+    for stage, info in out["stages"].items():
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(info["counts"].items()))
+        print(f"{stage:<10} {counts}")
+        for reason, n in info["top_reasons"].items():
+            print(f"{'':<10}   {n} × {reason}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from figalign.pipeline import STAGES
+
+    p = sub.add_parser("ingest", help="store a local folder of papers and queue them for parsing")
+    p.add_argument("folder")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(func=_ingest)
+    r = sub.add_parser("run", help="run a stage until nothing is left to claim")
+    r.add_argument("stage", choices=STAGES)
+    r.add_argument("--batch-size", type=int, default=50)
+    r.add_argument("--max-batches", type=int, default=1000)
+    r.set_defaults(func=_run)
+    s = sub.add_parser("status", help="items per stage and status, with top failure reasons")
+    s.set_defaults(func=_status)

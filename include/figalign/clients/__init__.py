@@ -1,0 +1,1 @@
+"""Clients for outside services (GROBID, vLLM, HTTP sources); errors are classified here."""

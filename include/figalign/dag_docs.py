@@ -1,0 +1,49 @@
+"""`doc_md` of each DAG, shown on its page in the Airflow UI."""
+
+COMMON = """
+**Store**: every item's outcome is a row in figalign's `stage_runs` table (status, reason,
+error, and this run's dag/run/task/try ids). XCom carries counts only; the `summary` task's
+XCom shows claimed/done/failed per stage and the top failure reasons for this run.
+Re-running is safe: work already done is skipped; a batch whose worker died comes back when
+its lease expires.
+"""
+
+DOCS = {
+    "harvest_arxiv": """### figalign · harvest arXiv
+Daily incremental OAI-PMH harvest (`metadataPrefix=arXiv`, licence included) of the run's data
+interval. At most one request every 3 s to arXiv; `resumptionToken` progress is saved after
+every page, so a crashed run resumes where it stopped. Publishes `figalign://papers/arxiv`,
+which triggers **figalign_process**.
+
+**Backfill** a range (each day harvested exactly once):
+`airflow backfill create --dag-id figalign_harvest_arxiv --from-date 2026-11-01 --to-date 2026-11-03`
+""" + COMMON,
+    "harvest_pmc": """### figalign · harvest PubMed Central
+Daily incremental harvest of PMC Open Access articles from the PMC Cloud Service (JATS XML,
+PDF, figure files, licence and retraction flags). Publishes `figalign://papers/pmc`.
+""" + COMMON,
+    "ingest_local": """### figalign · ingest a local folder
+Stores every paper of a folder (PDFs, JATS XML with figure files, LaTeX e-prints) and queues
+it for parsing. Publishes `figalign://papers/local`.
+""" + COMMON,
+    "process": """### figalign · process papers
+`fetch → parse → filter`, each a mapped task over batches of `batch_size` items claimed from the
+store. Parsing uses JATS, LaTeX, GROBID TEI (pool `grobid` bounds concurrent GROBID calls) or
+the PyMuPDF-only PDF path. Runs when a harvest publishes new papers, and every 6 hours.
+Publishes `figalign://figures`.
+""" + COMMON,
+    "recaption": """### figalign · recaption figures
+Asks the vision-language model behind the `figalign_vllm` connection (or `FIGALIGN_VLLM_*`)
+to rewrite each kept figure's caption from the image, title, abstract, caption and citation
+contexts. Pool `vllm` bounds concurrent tasks across workers. Without an endpoint every figure
+is recorded `skipped: no endpoint configured`.
+""" + COMMON,
+    "score": """### figalign · score captions
+SciBERT pseudo-perplexity and CLIP image–text score of original and recaptioned captions
+(pool `gpu`). Without model weights every caption is recorded skipped with the reason.
+""" + COMMON,
+    "export": """### figalign · export the dataset
+Writes the S1-MMAlign JSONL + image tar layout, WebDataset shards and Parquet, each with a
+`manifest.json` and a dataset card, and records the export in the store.
+""" + COMMON,
+}

@@ -1,0 +1,219 @@
+"""DAG factory: the only module that imports ``airflow.sdk``.
+
+DAG files in ``dags/`` call one builder each. Task bodies are thin: they turn the Airflow
+context into a ``RunContext`` (so every stage-run row records dag/run/task/try ids), call
+``figalign.pipeline`` and return counts — XCom never carries data. Heavy libraries load
+inside tasks only, so parsing the DAG folder stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_current_context, task
+
+PAPERS = {src: Asset(f"figalign://papers/{src}") for src in ("arxiv", "pmc", "local")}
+FIGURES = Asset("figalign://figures")
+CAPTIONS = Asset("figalign://recaptions")
+METRICS = Asset("figalign://metrics")
+START = datetime(2026, 1, 1)
+POOLS = {name: os.environ.get(f"FIGALIGN_POOL_{name.upper()}", name) for name in ("grobid", "vllm", "gpu")}
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "figalign",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(hours=2),
+}
+TAGS = ["figalign"]
+
+
+def run_context(context=None):
+    """The figalign RunContext of the running task instance."""
+    from figalign.store.queue import RunContext
+
+    context = context or get_current_context()
+    ti = context["ti"]
+    owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
+    return RunContext(owner=owner, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
+
+
+def _doc(name: str) -> str:
+    from figalign.dag_docs import DOCS
+
+    return DOCS[name]
+
+
+# ---------------------------------------------------------------- harvest
+
+def build_harvest_dag(source: str) -> DAG:
+    """Daily incremental harvest of one source; the window is the run's data interval."""
+    with DAG(
+        dag_id=f"figalign_harvest_{source}",
+        schedule="@daily",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=TAGS + ["harvest", source],
+        doc_md=_doc(f"harvest_{source}"),
+        params={
+            "sets": Param([], type="array", items={"type": "string"},
+                          description="OAI-PMH sets, e.g. cs, physics:astro-ph, q-bio (empty = all)"),
+            "limit": Param(None, type=["null", "integer"], minimum=1,
+                           description="stop after this many records (testing)"),
+            "force": Param(False, type="boolean", description="harvest the window again even if it completed"),
+        },
+    ) as dag:
+
+        @task(outlets=[PAPERS[source]])
+        def harvest() -> dict:
+            from figalign.pipeline import harvest_window
+
+            ctx = get_current_context()
+            params = ctx["params"]
+            return harvest_window(source, ctx["data_interval_start"], ctx["data_interval_end"],
+                                  sets=params["sets"], limit=params["limit"], force=params["force"])
+
+        harvest()
+    return dag
+
+
+def build_ingest_local_dag() -> DAG:
+    """Ingest a folder of papers the user already has (manual trigger)."""
+    with DAG(
+        dag_id="figalign_ingest_local",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        default_args=DEFAULT_ARGS,
+        tags=TAGS + ["harvest", "local"],
+        doc_md=_doc("ingest_local"),
+        params={
+            "folder": Param("tests/fixtures/papers", type="string", minLength=1,
+                            description="folder of PDFs, JATS packages and LaTeX e-prints"),
+            "limit": Param(None, type=["null", "integer"], minimum=1, description="ingest at most this many"),
+        },
+    ) as dag:
+
+        @task(outlets=[PAPERS["local"]])
+        def ingest() -> dict:
+            from figalign.pipeline import ingest_local
+
+            params = get_current_context()["params"]
+            return ingest_local(params["folder"], limit=params["limit"])
+
+        ingest()
+    return dag
+
+
+# ---------------------------------------------------------------- per-batch stages
+
+def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
+    """A mapped task that claims and processes one batch of ``stage``."""
+
+    @task(task_id=stage, pool=pool or "default_pool", outlets=list(outlets), map_index_template="batch {{ batch }}")
+    def run(batch: int) -> dict:
+        from figalign.pipeline import run_stage
+
+        ctx = get_current_context()
+        return run_stage(stage, size=ctx["params"]["batch_size"], ctx=run_context(ctx))
+
+    return run
+
+
+def _plan_task(stage: str):
+    @task(task_id=f"plan_{stage}")
+    def plan() -> list[int]:
+        from figalign.pipeline import plan_batches
+
+        params = get_current_context()["params"]
+        return plan_batches(stage, params["batch_size"], params["max_batches"])
+
+    return plan
+
+
+@task(task_id="summary", trigger_rule="all_done")
+def _summary() -> dict:
+    """Counts per stage for this run, logged as a table and returned for the run's XCom."""
+    from figalign.pipeline import render_summary
+
+    return render_summary(run_context().run_id)
+
+
+def _batch_params(batch_size: int, max_batches: int) -> dict:
+    return {
+        "batch_size": Param(batch_size, type="integer", minimum=1, maximum=10000,
+                            description="items each mapped task claims"),
+        "max_batches": Param(max_batches, type="integer", minimum=1, maximum=1000,
+                             description="most mapped tasks per stage in one run"),
+    }
+
+
+def build_process_dag() -> DAG:
+    """fetch → parse → filter over new papers, in mapped batches, when a harvest lands."""
+    schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 */6 * * *", timezone="UTC"),
+                                   assets=(PAPERS["arxiv"] | PAPERS["pmc"] | PAPERS["local"]))
+    with DAG(
+        dag_id="figalign_process", schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + ["process"], doc_md=_doc("process"),
+        params=_batch_params(25, 16),
+    ) as dag:
+        fetch = _stage_task("fetch").expand(batch=_plan_task("fetch")())
+        parse_plan = _plan_task("parse")()
+        fetch >> parse_plan
+        parse = _stage_task("parse", pool=POOLS["grobid"]).expand(batch=parse_plan)
+        filter_plan = _plan_task("filter")()
+        parse >> filter_plan
+        filt = _stage_task("filter", outlets=[FIGURES]).expand(batch=filter_plan)
+        filt >> _summary()
+    return dag
+
+
+def build_recaption_dag() -> DAG:
+    with DAG(
+        dag_id="figalign_recaption", schedule=[FIGURES], start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + ["recaption", "vllm"], doc_md=_doc("recaption"),
+        params=_batch_params(64, 16),
+    ) as dag:
+        run = _stage_task("recaption", pool=POOLS["vllm"], outlets=[CAPTIONS]).expand(batch=_plan_task("recaption")())
+        run >> _summary()
+    return dag
+
+
+def build_score_dag() -> DAG:
+    with DAG(
+        dag_id="figalign_score", schedule=[CAPTIONS], start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + ["score", "gpu"], doc_md=_doc("score"),
+        params=_batch_params(128, 8),
+    ) as dag:
+        run = _stage_task("score", pool=POOLS["gpu"], outlets=[METRICS]).expand(batch=_plan_task("score")())
+        run >> _summary()
+    return dag
+
+
+def build_export_dag() -> DAG:
+    with DAG(
+        dag_id="figalign_export", schedule="@daily", start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + ["export"], doc_md=_doc("export"),
+        params={
+            "format": Param("all", enum=["all", "s1mmalign", "webdataset", "parquet"], description="export format"),
+            "out": Param("", type="string", description="output folder (default: data/exports/<run date>)"),
+            "incremental": Param(True, type="boolean", description="only records new since the last export"),
+        },
+    ) as dag:
+
+        @task
+        def export() -> dict:
+            from figalign.pipeline import export_dataset
+
+            ctx = get_current_context()
+            p = ctx["params"]
+            return export_dataset(p["format"], p["out"] or None, incremental=p["incremental"],
+                                  label=ctx["data_interval_end"].strftime("%Y-%m-%d"))
+
+        export()
+    return dag

@@ -1,0 +1,150 @@
+"""Run any stage by name: the one entry point shared by the CLI, the demo and Airflow tasks.
+
+Keeping the name → stage mapping here (with lazy imports) means DAG files and the CLI never
+import torch, PyMuPDF or the OpenAI client until a task actually runs that stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+
+from figalign.config import Settings, load_settings
+from figalign.stages.base import BatchSummary, run_batch
+from figalign.store.db import get_engine, session_scope
+from figalign.store.models import StageRun
+from figalign.store.queue import RunContext
+
+log = logging.getLogger(__name__)
+
+# stage name -> (module, class) for stages that follow the plain Stage contract
+STAGE_CLASSES = {
+    "fetch": ("figalign.stages.fetch", "FetchStage"),
+    "parse": ("figalign.stages.parse", "ParseStage"),
+    "filter": ("figalign.stages.filter", "FilterStage"),
+}
+# stage name -> (module, function) for stages that batch their items themselves
+STAGE_FUNCTIONS = {
+    "recaption": ("figalign.stages.recaption", "run_recaption_batch"),
+    "score": ("figalign.stages.score", "run_score_batch"),
+}
+STAGES = ("fetch", "parse", "filter", "recaption", "score")
+
+
+def make_stage(name: str, settings: Settings):
+    module, cls = STAGE_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(settings=settings)
+
+
+def run_stage(name: str, *, size: int = 50, ctx: RunContext | None = None,
+              settings: Settings | None = None, **options: Any) -> dict[str, Any]:
+    """Claim and process one batch of ``name``; return counts (small enough for XCom)."""
+    settings = settings or load_settings()
+    engine = get_engine(settings)
+    ctx = ctx or RunContext.local()
+    if name in STAGE_FUNCTIONS:
+        module, fn = STAGE_FUNCTIONS[name]
+        result = getattr(importlib.import_module(module), fn)(engine, settings, size, ctx, **options)
+    else:
+        result = run_batch(make_stage(name, settings), engine, size=size, ctx=ctx)
+    return result.as_dict() if isinstance(result, BatchSummary) else dict(result)
+
+
+def enqueue_stage(name: str, settings: Settings | None = None) -> int:
+    """Queue whatever a plain stage discovers as ready; return how many were new."""
+    from figalign.stages.base import enqueue_discovered
+
+    settings = settings or load_settings()
+    if name not in STAGE_CLASSES:
+        return 0
+    return enqueue_discovered(make_stage(name, settings), get_engine(settings))
+
+
+def pending(name: str, settings: Settings | None = None) -> int:
+    """Items of a stage that a worker could claim now (pending, or running past its lease)."""
+    from figalign.store.models import utcnow
+
+    settings = settings or load_settings()
+    with session_scope(get_engine(settings)) as session:
+        now = utcnow()
+        return session.scalar(
+            select(func.count()).select_from(StageRun).where(
+                StageRun.stage == name,
+                (StageRun.status == "pending") | ((StageRun.status == "running") & (StageRun.lease_expires_at < now)),
+            )
+        ) or 0
+
+
+def plan_batches(name: str, size: int, max_batches: int, settings: Settings | None = None) -> list[int]:
+    """Batch numbers to map over: enough batches of ``size`` for what is pending now."""
+    enqueue_stage(name, settings)
+    n = pending(name, settings)
+    return list(range(min(max_batches, -(-n // size)))) if n else []
+
+
+def summary(settings: Settings | None = None) -> dict[str, dict[str, int]]:
+    """Rows per stage and status over the whole store."""
+    from figalign.store.queue import counts
+
+    settings = settings or load_settings()
+    with session_scope(get_engine(settings)) as session:
+        out: dict[str, dict[str, int]] = {}
+        for (stage, status), n in counts(session).items():
+            out.setdefault(stage, {})[status] = n
+        return out
+
+
+def ingest_local(folder: str, *, limit: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Store a folder of papers and queue them for parsing (the `local` source)."""
+    from pathlib import Path
+
+    from figalign.errors import ConfigError
+    from figalign.sources.local import ingest
+    from figalign.storage import ArtifactStore
+
+    settings = settings or load_settings()
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"local source folder does not exist: {path.resolve()}")
+    skipped: list[tuple[str, str]] = []
+    with session_scope(get_engine(settings)) as session:
+        ids = ingest(session, ArtifactStore(settings.data_dir), path, limit=limit, skipped=skipped)
+    return {"source": "local", "papers": len(ids), "skipped": len(skipped),
+            "skipped_examples": [f"{name}: {why}" for name, why in skipped[:5]]}
+
+
+def render_summary(run_id: str | None, settings: Settings | None = None) -> dict[str, Any]:
+    """Counts per stage and status for one Airflow run (or all runs), plus top failure reasons.
+
+    The table is logged, so it shows in the task log, and returned as the task's XCom.
+    """
+    from collections import Counter
+
+    settings = settings or load_settings()
+    with session_scope(get_engine(settings)) as session:
+        query = select(StageRun.stage, StageRun.status, StageRun.reason, StageRun.error_class)
+        if run_id:
+            query = query.where(StageRun.run_id == run_id)
+        rows = session.execute(query).all()
+    stages: dict[str, Counter] = {}
+    reasons: dict[str, Counter] = {}
+    for stage, status, reason, error_class in rows:
+        stages.setdefault(stage, Counter())[status] += 1
+        if status in ("failed", "skipped"):
+            reasons.setdefault(stage, Counter())[(reason or error_class or "?")[:100]] += 1
+    out = {s: {"counts": dict(c), "top_reasons": dict(reasons.get(s, Counter()).most_common(3))}
+           for s, c in sorted(stages.items())}
+    lines = ["| stage | " + " | ".join(STATUS_COLUMNS) + " | top reasons |",
+             "|---|" + "---|" * len(STATUS_COLUMNS) + "---|"]
+    for stage, info in out.items():
+        cells = " | ".join(str(info["counts"].get(c, 0)) for c in STATUS_COLUMNS)
+        why = "; ".join(f"{r} ({n})" for r, n in info["top_reasons"].items())
+        lines.append(f"| {stage} | {cells} | {why} |")
+    log.info("figalign run summary (%s):\n%s", run_id or "all runs", "\n".join(lines))
+    return {"run_id": run_id, "stages": out}
+
+
+STATUS_COLUMNS = ("pending", "running", "done", "skipped", "failed")

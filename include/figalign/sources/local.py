@@ -1,0 +1,112 @@
+"""The local source: ingest a folder of papers a user already has.
+
+Each entry of the folder is one paper: a PDF, an arXiv e-print (tar/tar.gz/gz/zip), a JATS
+XML file (its figure files are the images in the same folder whose names its
+``<graphic>`` elements use), or a sub-folder holding any of those. Files are stored as
+content-addressed artifacts and each paper is queued for parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from figalign.errors import BadInputError
+from figalign.parsers.registry import default_paper_id, detect_kind
+from figalign.storage import ArtifactStore, record_artifact
+from figalign.store.models import Paper, PaperFile
+from figalign.store.queue import enqueue
+from figalign.store.upsert import upsert
+
+log = logging.getLogger(__name__)
+ROLE_BY_KIND = {"pdf": "pdf", "jats": "jats", "latex": "eprint", "tei": "tei"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".eps"}
+
+
+@dataclass
+class LocalPaper:
+    external_id: str
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    skipped_reason: str | None = None
+
+
+def _jats_media(xml: Path) -> list[Path]:
+    """Image files beside a JATS XML that its graphics reference (by name stem)."""
+    text = xml.read_text("utf-8", "replace")
+    refs = {Path(h).stem.lower() for h in re.findall(r'xlink:href="([^"]+)"', text)}
+    return sorted(p for p in xml.parent.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.stem.lower() in refs or p.name.lower() in refs))
+
+
+def _entry(path: Path) -> LocalPaper:
+    paper = LocalPaper(default_paper_id(path))
+    try:
+        kind = detect_kind(path)
+    except BadInputError as exc:
+        paper.skipped_reason = str(exc)
+        return paper
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        for f in files:
+            if f.suffix.lower() in (".xml", ".nxml", ".pdf") or f.name.endswith((".tar.gz", ".tgz")):
+                paper.files.extend(_entry(f).files)
+        if not paper.files:
+            paper.skipped_reason = "folder holds no PDF, JATS XML or e-print"
+        return paper
+    paper.files.append((ROLE_BY_KIND[kind], path))
+    if kind == "jats":
+        paper.files.extend(("media", m) for m in _jats_media(path))
+    return paper
+
+
+def scan(folder: Path) -> Iterator[LocalPaper]:
+    """Papers in a folder: top-level files and sub-folders, in name order.
+
+    A PDF beside a JATS XML of the same stem belongs to that XML's paper; images are
+    only ever media of a JATS paper, never papers of their own.
+    """
+    folder = Path(folder)
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    stems_with_xml = {p.name.split(".xml")[0].split(".nxml")[0] for p in entries if p.suffix in (".xml", ".nxml")}
+    for path in entries:
+        if path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or
+                               (path.suffix == ".pdf" and path.stem in stems_with_xml)):
+            continue
+        paper = _entry(path)
+        if path.suffix in (".xml", ".nxml") and (path.with_suffix(".pdf")).exists():
+            paper.files.append(("pdf", path.with_suffix(".pdf")))
+        yield paper
+
+
+def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int | None = None,
+           skipped: list[tuple[str, str]] | None = None) -> list[int]:
+    """Store each paper of ``folder`` and queue it for parsing; return paper ids.
+
+    Entries that are not papers (a README, an empty folder) are appended to ``skipped``
+    with the reason instead of stopping the ingest.
+    """
+    ids: list[int] = []
+    for local in scan(folder):
+        if limit is not None and len(ids) >= limit:
+            break
+        if local.skipped_reason:
+            log.warning("local source: skipping %s: %s", local.external_id, local.skipped_reason)
+            if skipped is not None:
+                skipped.append((local.external_id, local.skipped_reason))
+            continue
+        paper_id = upsert(session, Paper, dict(source="local", external_id=local.external_id, version="",
+                                               source_urls={"folder": str(Path(folder).resolve())}),
+                          ("source", "external_id", "version"), update=("source_urls",))
+        for role, path in local.files:
+            obj = store.put_file(path)
+            artifact_id = record_artifact(session, obj, origin_url=path.resolve().as_uri())
+            upsert(session, PaperFile, dict(paper_id=paper_id, role=role, name=path.name, artifact_id=artifact_id,
+                                            origin_url=path.resolve().as_uri()), ("paper_id", "role", "name"))
+        ids.append(paper_id)
+    enqueue(session, "parse", "paper", [str(i) for i in ids])
+    return ids
