@@ -41,6 +41,21 @@ def run_context(context=None):
     return RunContext(owner=owner, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
 
 
+def task_settings():
+    """Settings for a task: FIGALIGN_* environment overridden by Airflow connections.
+
+    The hooks live in ``plugins/figalign_airflow`` (on sys.path inside Airflow); when the
+    plugins folder is not importable (a bare ``dag.test()``), the environment alone is used.
+    """
+    try:
+        from figalign_airflow.hooks import figalign_settings
+    except ModuleNotFoundError:
+        from figalign.config import load_settings
+
+        return load_settings()
+    return figalign_settings()
+
+
 def _doc(name: str) -> str:
     from figalign.dag_docs import DOCS
 
@@ -76,7 +91,8 @@ def build_harvest_dag(source: str) -> DAG:
             ctx = get_current_context()
             params = ctx["params"]
             return harvest_window(source, ctx["data_interval_start"], ctx["data_interval_end"],
-                                  sets=params["sets"], limit=params["limit"], force=params["force"])
+                                  sets=params["sets"], limit=params["limit"], force=params["force"],
+                                  ctx=run_context(ctx), settings=task_settings())
 
         harvest()
     return dag
@@ -104,7 +120,7 @@ def build_ingest_local_dag() -> DAG:
             from figalign.pipeline import ingest_local
 
             params = get_current_context()["params"]
-            return ingest_local(params["folder"], limit=params["limit"])
+            return ingest_local(params["folder"], limit=params["limit"], settings=task_settings())
 
         ingest()
     return dag
@@ -120,7 +136,7 @@ def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
         from figalign.pipeline import run_stage
 
         ctx = get_current_context()
-        return run_stage(stage, size=ctx["params"]["batch_size"], ctx=run_context(ctx))
+        return run_stage(stage, size=ctx["params"]["batch_size"], ctx=run_context(ctx), settings=task_settings())
 
     return run
 
@@ -131,7 +147,7 @@ def _plan_task(stage: str):
         from figalign.pipeline import plan_batches
 
         params = get_current_context()["params"]
-        return plan_batches(stage, params["batch_size"], params["max_batches"])
+        return plan_batches(stage, params["batch_size"], params["max_batches"], settings=task_settings())
 
     return plan
 
@@ -141,7 +157,7 @@ def _summary() -> dict:
     """Counts per stage for this run, logged as a table and returned for the run's XCom."""
     from figalign.pipeline import render_summary
 
-    return render_summary(run_context().run_id)
+    return render_summary(run_context().run_id, settings=task_settings())
 
 
 def _batch_params(batch_size: int, max_batches: int) -> dict:
@@ -213,7 +229,7 @@ def build_export_dag() -> DAG:
             ctx = get_current_context()
             p = ctx["params"]
             return export_dataset(p["format"], p["out"] or None, incremental=p["incremental"],
-                                  label=ctx["data_interval_end"].strftime("%Y-%m-%d"))
+                                  label=ctx["data_interval_end"].strftime("%Y-%m-%d"), settings=task_settings())
 
         export()
     return dag

@@ -35,8 +35,15 @@ STAGES = ("fetch", "parse", "filter", "recaption", "score")
 
 
 def make_stage(name: str, settings: Settings):
+    """Build a plain stage from settings (fetch needs its polite HTTP client and store)."""
     module, cls = STAGE_CLASSES[name]
-    return getattr(importlib.import_module(module), cls)(settings=settings)
+    stage_cls = getattr(importlib.import_module(module), cls)
+    if name == "fetch":
+        from figalign.clients.http import PoliteHttp
+        from figalign.storage import ArtifactStore
+
+        return stage_cls(PoliteHttp.from_settings(settings), ArtifactStore(settings.data_dir))
+    return stage_cls(settings=settings)
 
 
 def run_stage(name: str, *, size: int = 50, ctx: RunContext | None = None,
@@ -148,3 +155,36 @@ def render_summary(run_id: str | None, settings: Settings | None = None) -> dict
 
 
 STATUS_COLUMNS = ("pending", "running", "done", "skipped", "failed")
+
+
+def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit: int | None = None,
+                   force: bool = False, ctx: RunContext | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """Harvest one Airflow data interval of ``source`` (OAI days are inclusive).
+
+    A daily run's interval [d, d+1) is the single OAI day d, so daily runs and backfills
+    produce the same windows, each harvested exactly once (the cursor skips a done window
+    unless ``force``).
+    """
+    import datetime as dt
+
+    from figalign.clients.http import PoliteHttp
+    from figalign.stages.harvest import harvest_window as harvest
+
+    settings = settings or load_settings()
+    start = interval_start.date()
+    end = max(start, (interval_end - dt.timedelta(seconds=1)).date())
+    http = PoliteHttp.from_settings(settings)
+    if source == "arxiv":
+        from figalign.sources.arxiv import ArxivSource
+
+        src = ArxivSource(http, settings.arxiv_oai_url, settings.arxiv_base_url)
+    elif source == "pmc":
+        from figalign.sources.pmc import PMC_OAI_URL, PmcSource
+
+        src = PmcSource(http, settings.pmc_base_url, oai_url=PMC_OAI_URL)
+    else:
+        raise ValueError(f"unknown harvest source {source!r}")
+    results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force).as_dict()
+               for set_spec in (list(sets) or [""])]
+    return {"source": source, "window": [start.isoformat(), end.isoformat()], "sets": results}

@@ -54,6 +54,25 @@ def materialise(session: Session, store: ArtifactStore, paper_id: int, workdir: 
     return paths
 
 
+def grobid_tei(session: Session, store: ArtifactStore, paper: Paper, pdf: Path, settings: Settings) -> Path:
+    """Ask GROBID for the PDF's TEI, keep it as the paper's ``tei`` file, return its path.
+
+    Storing the TEI means a re-parse (new parser version) never calls GROBID again.
+    """
+    from figalign.clients.grobid import GrobidClient, GrobidConfig
+    from figalign.storage import record_artifact
+    from figalign.store.upsert import upsert
+
+    tei = GrobidClient(GrobidConfig(url=settings.grobid_url)).process_fulltext(pdf, name=pdf.name)
+    obj = store.put_bytes(tei.encode("utf-8"), media_type="application/tei+xml", ext=".tei.xml")
+    artifact_id = record_artifact(session, obj, origin_url=f"{settings.grobid_url}/api/processFulltextDocument")
+    upsert(session, PaperFile, dict(paper_id=paper.id, role="tei", name=pdf.stem + ".tei.xml",
+                                    artifact_id=artifact_id), ("paper_id", "role", "name"))
+    out = pdf.with_name(pdf.stem + ".tei.xml")
+    out.write_text(tei, encoding="utf-8")
+    return out
+
+
 def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path, Path | None]:
     """Pick (parser kind, input, pdf) from the files a paper has."""
     if "jats" in paths:
@@ -63,7 +82,7 @@ def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path,
     if "tei" in paths:
         return "tei", paths["tei"], paths.get("pdf")
     if "pdf" in paths:
-        return "pdf", paths["pdf"], None
+        return ("grobid" if settings.grobid_url else "pdf"), paths["pdf"], None
     raise PermanentError(f"paper has no parsable file (roles: {sorted(paths) or 'none'})")
 
 
@@ -84,6 +103,8 @@ class ParseStage(Stage):
         try:
             paths = materialise(session, self.store, paper.id, workdir)
             kind, path, pdf = choose_input(paths, self.settings)
+            if kind == "grobid":
+                kind, pdf, path = "tei", path, grobid_tei(session, self.store, paper, path, self.settings)
             parsed = parse_path(path, kind=kind, out_dir=workdir / "out", pdf=pdf,
                                 paper_id=f"{paper.source}:{paper.external_id}", options=self.options)
             ids = save_parsed(session, self.store, paper, parsed)

@@ -1,0 +1,1 @@
+"""Airflow adapters for figalign: hooks that turn Airflow connections into figalign settings."""

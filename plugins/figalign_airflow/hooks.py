@@ -1,0 +1,72 @@
+"""Hooks: Airflow connections override the FIGALIGN_* environment inside Airflow.
+
+Operators of a shared deployment keep service addresses and secrets in Airflow connections
+(`figalign_grobid`, `figalign_vllm`, `figalign_store`); tasks call ``figalign_settings()``
+and get the same frozen ``Settings`` the CLI builds from the environment, with those fields
+replaced. A connection that does not exist leaves the environment's value in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from figalign.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _connection(conn_id: str):
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException and friends: the connection is optional
+        log.debug("connection %s not used: %s", conn_id, exc)
+        return None
+
+
+def _http_url(conn, default_path: str = "") -> str:
+    scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    port = f":{conn.port}" if conn.port else ""
+    host = conn.host or ""
+    if host.startswith(("http://", "https://")):
+        return host.rstrip("/") + default_path
+    return f"{scheme}://{host}{port}{default_path}"
+
+
+def overrides_from_connections() -> dict[str, Any]:
+    """Settings fields taken from the figalign_* Airflow connections that exist."""
+    out: dict[str, Any] = {}
+    if conn := _connection("figalign_grobid"):
+        out["grobid_url"] = _http_url(conn)
+    if conn := _connection("figalign_vllm"):
+        extra = conn.extra_dejson or {}
+        out["vllm_base_url"] = _http_url(conn, extra.get("path", "/v1"))
+        if extra.get("model"):
+            out["vllm_model"] = extra["model"]
+        if conn.password:
+            out["vllm_api_key"] = conn.password
+    if conn := _connection("figalign_store"):
+        out["database_url"] = conn.get_uri().replace("postgres://", "postgresql+psycopg2://", 1)
+    return out
+
+
+def figalign_settings() -> Settings:
+    """The effective settings of a task: environment, then Airflow connections."""
+    return load_settings(**overrides_from_connections())
+
+
+class FigalignHook(BaseHook):
+    """A hook object for users who prefer ``FigalignHook().get_settings()`` in their own tasks."""
+
+    conn_name_attr = "figalign_conn_id"
+    default_conn_name = "figalign_vllm"
+    conn_type = "http"
+    hook_name = "figalign"
+
+    def get_settings(self) -> Settings:
+        return figalign_settings()
+
+    def get_conn(self) -> Settings:
+        return self.get_settings()
