@@ -51,9 +51,13 @@ class FetchStage(Stage):
         self.arxiv_pdf = arxiv_pdf
 
     def discover(self, session: Session) -> Iterable[str]:
-        """Allowed papers with files to fetch but no fetch row (e.g. harvested before a crash)."""
+        """Allowed papers with files to fetch but no fetch row (e.g. harvested before a crash).
+
+        Local papers arrive with their files already stored, so they never need fetching.
+        """
         queued = select(StageRun.entity_id).where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type)
-        rows = session.execute(select(Paper.id).where(Paper.excluded_reason.is_(None)).limit(10000)).scalars()
+        rows = session.execute(select(Paper.id).where(Paper.excluded_reason.is_(None), Paper.source != "local")
+                               .limit(10000)).scalars()
         already = set(session.execute(queued).scalars())
         return [str(pid) for pid in rows if str(pid) not in already]
 
