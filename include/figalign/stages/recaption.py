@@ -1,0 +1,364 @@
+"""Stage ``recaption``: ask a vision-language model for a better caption of each figure.
+
+The work key is (figure, model, prompt hash, parameter hash), the natural key of the
+``captions`` table. A figure is "to do" while no caption row — accepted or rejected —
+exists under the current key; so a re-run skips what is done, ``force`` redoes it, and a
+new prompt version (new hash) queues every figure again while keeping the old rows.
+
+Unlike the generic ``run_batch``, a claimed batch is processed concurrently: requests
+for all claimed figures are built (in worker threads: image encoding is CPU work that
+releases the GIL) and sent together under the client's semaphore, then every outcome is
+recorded, one transaction per item, with ``finish()``: done, failed or skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from figalign.config import Settings
+from figalign.errors import ConfigError, PermanentError, TransientError
+from figalign.recaption.client import CompletionResult, VllmClient, VllmConfig
+from figalign.recaption.prompt import (
+    ContextIn,
+    PromptOptions,
+    RecaptionInput,
+    build_request,
+    load_template,
+    request_image_url,
+    request_prompt_text,
+)
+from figalign.recaption.validate import validate
+from figalign.stages.base import BatchSummary, Outcome, Stage
+from figalign.storage import ArtifactStore
+from figalign.store.db import session_scope
+from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Paper, StageRun
+from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue
+from figalign.store.upsert import upsert
+
+log = logging.getLogger(__name__)
+
+STAGE = "recaption"
+KIND = "recaption"
+NO_ENDPOINT = "no endpoint configured"
+SHORTER_CONTEXT = 0.25  # share of the context/abstract budgets kept after a context-length 400
+_CHUNK = 500  # ids per IN (...) clause
+
+
+class RecaptionStage(Stage):
+    """The recaption stage for one (model, prompt version, options) combination."""
+
+    name = STAGE
+    entity_type = "figure"
+    lease_seconds = 1800
+
+    def __init__(self, settings: Settings, *, options: PromptOptions | None = None, model: str | None = None,
+                 force: bool = False):
+        self.settings = settings
+        self.options = options or PromptOptions()
+        self.model = model or settings.vllm_model
+        self.force = force
+        self.prompt_hash = load_template(self.options.prompt_version).sha256
+        self.params_hash = self.options.params_hash()
+
+    @property
+    def key_hash(self) -> str:
+        """One hash of (model, prompt, params), kept in ``stage_runs.input_hash``."""
+        return hashlib.sha256(f"{self.model}\n{self.prompt_hash}\n{self.params_hash}".encode()).hexdigest()
+
+    def check_ready(self) -> str | None:
+        """Without an endpoint nothing can be produced: every item is skipped, never faked."""
+        if not self.settings.vllm_base_url or not self.model:
+            return NO_ENDPOINT
+        return None
+
+    def eligible(self, session: Session) -> list[int]:
+        """Figures kept by filtering and dedup that have an image."""
+        query = (select(FigureRow.id)
+                 .where(FigureRow.filter_reason.is_(None), FigureRow.duplicate_of_id.is_(None),
+                        FigureRow.image_artifact_id.is_not(None))
+                 .order_by(FigureRow.id))
+        return list(session.execute(query).scalars())
+
+    def discover(self, session: Session) -> list[str]:
+        """Eligible figures with no caption (accepted or rejected) under the current key."""
+        done = set(session.execute(
+            select(Caption.figure_id).where(Caption.kind == KIND, Caption.model == self.model,
+                                            Caption.prompt_hash == self.prompt_hash,
+                                            Caption.params_hash == self.params_hash)).scalars())
+        return [str(fid) for fid in self.eligible(session) if fid not in done]
+
+    def existing_caption(self, session: Session, figure_id: int) -> int | None:
+        return session.execute(
+            select(Caption.id).where(Caption.figure_id == figure_id, Caption.kind == KIND, Caption.model == self.model,
+                                     Caption.prompt_hash == self.prompt_hash,
+                                     Caption.params_hash == self.params_hash)).scalar()
+
+    def prepare_queue(self, session: Session, *, limit: int | None = None) -> int:
+        """Enqueue new work and requeue finished rows whose key changed; return rows made pending."""
+        todo = ([str(i) for i in self.eligible(session)] if self.force else self.discover(session))
+        if limit is not None:
+            todo = todo[:limit]
+        new = enqueue(session, self.name, self.entity_type, todo, max_attempts=self.max_attempts,
+                      input_hash=self.key_hash)
+        stale = list(todo) if self.force else self._stale(session, todo)
+        again = requeue(session, self.name, self.entity_type, stale)
+        for entity_id in stale:
+            upsert(session, StageRun, dict(stage=self.name, entity_type=self.entity_type, entity_id=entity_id,
+                                           input_hash=self.key_hash),
+                   key=("stage", "entity_type", "entity_id"), update=("input_hash",))
+        return new + again
+
+    def _stale(self, session: Session, todo: list[str]) -> list[str]:
+        """Finished rows of figures still to do: done (key changed), skipped (now ready), failed on an old key."""
+        ready = self.check_ready() is None
+        stale: list[str] = []
+        for start in range(0, len(todo), _CHUNK):
+            rows = session.execute(
+                select(StageRun.entity_id, StageRun.status, StageRun.input_hash)
+                .where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type,
+                       StageRun.entity_id.in_(todo[start:start + _CHUNK]))).all()
+            for entity_id, status, input_hash in rows:
+                if (status == "done"
+                        or (status == "skipped" and ready)
+                        or (status == "failed" and input_hash != self.key_hash)):
+                    stale.append(entity_id)
+        return stale
+
+    def process(self, session: Session, item: Claimed) -> Outcome:
+        """One figure, synchronously (the generic runner's path; the batch runner is concurrent)."""
+        return asyncio.run(_process_alone(self, session, item))
+
+
+@dataclass
+class _Work:
+    """A claimed item on its way through the batch."""
+
+    item: Claimed
+    inp: RecaptionInput | None = None
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    retry: bool = False
+    result: CompletionResult | None = None
+
+
+def load_input(session: Session, settings: Settings, figure_id: int) -> RecaptionInput:
+    """Gather title, abstract, label, original caption, contexts and image bytes of a figure."""
+    figure = session.get(FigureRow, figure_id)
+    if figure is None:
+        raise PermanentError(f"figure {figure_id} is not in the store")
+    paper = session.get(Paper, figure.paper_id)
+    artifact = session.get(Artifact, figure.image_artifact_id) if figure.image_artifact_id else None
+    if artifact is None:
+        raise PermanentError(f"figure {figure_id} has no image artifact")
+    caption = session.execute(
+        select(Caption.text).where(Caption.figure_id == figure_id, Caption.kind == "original")
+        .order_by(Caption.id)).scalars().first()
+    contexts = session.execute(
+        select(CitationContextRow).where(CitationContextRow.figure_id == figure_id)
+        .order_by(CitationContextRow.position)).scalars().all()
+    return RecaptionInput(
+        figure_id=figure_id,
+        title=(paper.title if paper else "") or "",
+        abstract=(paper.abstract if paper else "") or "",
+        label=figure.label or "",
+        caption=caption or "",
+        image=_read_image(settings, artifact.storage_uri),
+        contexts=[ContextIn(c.text, c.position, c.mention) for c in contexts],
+    )
+
+
+def _read_image(settings: Settings, uri: str) -> bytes:
+    try:
+        return ArtifactStore(settings.data_dir).read_bytes(uri)
+    except FileNotFoundError as exc:
+        raise PermanentError(f"image file missing: {uri}") from exc
+    except OSError as exc:
+        raise TransientError(f"image unreadable: {uri}: {exc}") from exc
+
+
+def build_pair(inp: RecaptionInput, model: str, options: PromptOptions) -> tuple[dict[str, Any], Any]:
+    """The request and a function building its shorter-context variant (reusing the image)."""
+    request = build_request(inp, model, options)
+
+    def shorten() -> dict[str, Any]:
+        return build_request(inp, model, options, image_url=request_image_url(request), shrink=SHORTER_CONTEXT)
+
+    return request, shorten
+
+
+async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptions) -> None:
+    """Build and send one request, keeping the result or the classified error on ``work``."""
+    try:
+        request, shorten = await asyncio.to_thread(build_pair, work.inp, model, options)
+        work.result = await client.complete(request, shorten=shorten)
+    except TransientError as exc:
+        work.error, work.retry, work.outcome = exc, True, Outcome("failed", f"transient: {exc}")
+    except (PermanentError, ConfigError) as exc:
+        work.error, work.outcome = exc, Outcome("failed", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # an unexpected bug in one item must not sink the batch
+        log.exception("recaption: figure %s raised", work.item.entity_id)
+        work.error, work.outcome = exc, Outcome("failed", f"unexpected {type(exc).__name__}: {exc}")
+
+
+async def _ask_all(config: VllmConfig, works: list[_Work], model: str, options: PromptOptions) -> None:
+    async with VllmClient(config) as client:
+        await asyncio.gather(*(_ask(client, w, model, options) for w in works))
+
+
+def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
+    """Validate an answer and upsert it as an accepted or rejected caption (raw text kept)."""
+    verdict = validate(result.text, result.finish_reason, request_prompt_text(result.request))
+    params = {**stage.options.params(), "prompt_version": stage.options.prompt_version,
+              "context_shortened": result.shortened}
+    caption_id = upsert(session, Caption, dict(
+        figure_id=figure_id, kind=KIND, model=stage.model, prompt_hash=stage.prompt_hash,
+        params_hash=stage.params_hash, text=verdict.text if verdict.accepted else None,
+        status="accepted" if verdict.accepted else "rejected", reject_reason=verdict.reason,
+        raw_text=result.text, params=params, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, latency_ms=round(result.latency_ms, 1),
+        endpoint=result.endpoint, request_id=result.request_id,
+    ), key=("figure_id", "kind", "model", "prompt_hash", "params_hash"))
+    status = "accepted" if verdict.accepted else "rejected"
+    reason = None if verdict.accepted else f"rejected: {verdict.reason}"
+    return Outcome("done", reason, {"caption_id": caption_id, "caption_status": status,
+                                    "attempts": result.attempts, "context_shortened": result.shortened})
+
+
+async def _process_alone(stage: RecaptionStage, session: Session, item: Claimed) -> Outcome:
+    config = VllmConfig.from_settings(stage.settings, model=stage.model)
+    work = _Work(item, inp=load_input(session, stage.settings, int(item.entity_id)))
+    await _ask_all(config, [work], stage.model, stage.options)
+    if work.error is not None:
+        raise work.error
+    return store_result(session, stage, int(item.entity_id), work.result)
+
+
+def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[_Work]:
+    """Read inputs; items already done under this key (and not forced) end as done at once."""
+    works = []
+    with session_scope(engine) as session:
+        for item in items:
+            work = _Work(item)
+            try:
+                figure_id = int(item.entity_id)
+                existing = None if stage.force else stage.existing_caption(session, figure_id)
+                if existing is not None:
+                    work.outcome = Outcome.done(caption_id=existing, existing=True)
+                else:
+                    work.inp = load_input(session, stage.settings, figure_id)
+            except ValueError as exc:
+                work.error, work.outcome = exc, Outcome("failed", f"bad figure id {item.entity_id!r}")
+            except TransientError as exc:
+                work.error, work.retry, work.outcome = exc, True, Outcome("failed", f"transient: {exc}")
+            except PermanentError as exc:
+                work.error, work.outcome = exc, Outcome("failed", f"{type(exc).__name__}: {exc}")
+            works.append(work)
+    return works
+
+
+def _record(engine: Engine, stage: RecaptionStage, work: _Work, ctx: RunContext) -> tuple[str, str | None]:
+    """Store the caption (if any) and finish the stage run, in one transaction per item."""
+    with session_scope(engine) as session:
+        outcome = work.outcome
+        if outcome is None and work.result is not None:
+            outcome = store_result(session, stage, int(work.item.entity_id), work.result)
+        if outcome is None:  # unreachable by construction; recorded rather than lost
+            outcome = Outcome("failed", "no outcome recorded")
+        final = finish(session, work.item.run_id, outcome.status, owner=ctx.owner, error=work.error,
+                       reason=outcome.reason, output=outcome.output, retry=work.retry)
+    return final, outcome.reason
+
+
+def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx: RunContext | None = None,
+                        force: bool = False, *, options: PromptOptions | None = None, model: str | None = None,
+                        discover: bool = True, client_overrides: dict[str, Any] | None = None) -> BatchSummary:
+    """Claim up to ``size`` figures and recaption them concurrently; every item gets ``finish()``.
+
+    ``client_overrides`` are VllmConfig fields (timeout_s, max_in_flight, max_retries …).
+    A missing endpoint records every claimed item ``skipped: no endpoint configured``.
+    """
+    ctx = ctx or RunContext.local()
+    stage = RecaptionStage(settings, options=options, model=model, force=force)
+    summary = BatchSummary(stage.name)
+    started = time.monotonic()
+    if discover:
+        with session_scope(engine) as session:
+            summary.enqueued = stage.prepare_queue(session, limit=size if force else None)
+    with session_scope(engine) as session:
+        items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
+    summary.claimed = len(items)
+    not_ready = stage.check_ready()
+    if not_ready:
+        works = [_Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
+    else:
+        works = _load_all(engine, stage, items)
+        todo = [w for w in works if w.outcome is None]
+        if todo:
+            config = VllmConfig.from_settings(settings, model=stage.model, **(client_overrides or {}))
+            asyncio.run(_ask_all(config, todo, stage.model, stage.options))
+    for work in works:
+        status, reason = _record(engine, stage, work, ctx)
+        summary.statuses[status] += 1
+        if reason:
+            summary.reasons[reason[:120]] += 1
+    summary.seconds = time.monotonic() - started
+    log.info("stage %s: %s", stage.name, summary.as_dict())
+    return summary
+
+
+def drain_recaption(engine: Engine, settings: Settings, *, limit: int | None = None, batch_size: int = 64,
+                    ctx: RunContext | None = None, force: bool = False, options: PromptOptions | None = None,
+                    model: str | None = None, client_overrides: dict[str, Any] | None = None) -> BatchSummary:
+    """Queue once, then run batches until nothing is claimable or ``limit`` figures were claimed."""
+    stage = RecaptionStage(settings, options=options, model=model, force=force)
+    total = BatchSummary(STAGE)
+    with session_scope(engine) as session:
+        total.enqueued = stage.prepare_queue(session, limit=limit)
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = batch_size if remaining is None else min(batch_size, remaining)
+        batch = run_recaption_batch(engine, settings, size, ctx, force, options=options, model=model,
+                                    discover=False, client_overrides=client_overrides)
+        _add(total, batch)
+        if remaining is not None:
+            remaining -= batch.claimed
+        if batch.claimed == 0:
+            break
+    return total
+
+
+def _add(total: BatchSummary, batch: BatchSummary) -> None:
+    total.enqueued += batch.enqueued
+    total.claimed += batch.claimed
+    total.statuses.update(batch.statuses)
+    total.reasons.update(batch.reasons)
+    total.seconds += batch.seconds
+
+
+def pending_ids(engine: Engine, settings: Settings, *, limit: int, options: PromptOptions | None = None,
+                model: str | None = None) -> list[int]:
+    """Figures the next run would recaption, without claiming anything (for --dry-run)."""
+    stage = RecaptionStage(settings, options=options, model=model)
+    with session_scope(engine) as session:
+        return [int(i) for i in stage.discover(session)[:limit]]
+
+
+def dry_run_requests(engine: Engine, settings: Settings, figure_ids: Iterable[int], *,
+                     options: PromptOptions | None = None, model: str | None = None) -> list[dict[str, Any]]:
+    """The exact request bodies a run would send for these figures (nothing is sent or written)."""
+    stage = RecaptionStage(settings, options=options, model=model)
+    out = []
+    with session_scope(engine) as session:
+        for figure_id in figure_ids:
+            inp = load_input(session, settings, figure_id)
+            out.append(build_request(inp, stage.model or "<model not configured>", stage.options))
+    return out
