@@ -32,6 +32,7 @@ def airflow_env(home: Path, port: int = 8080) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         "FIGALIGN_DATA_DIR": env.get("FIGALIGN_DATA_DIR", str(ROOT / "data")),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "include"), str(ROOT / "plugins"),
                                                     env.get("PYTHONPATH")])),
     })
