@@ -142,7 +142,9 @@ def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
 
 
 def _plan_task(stage: str):
-    @task(task_id=f"plan_{stage}")
+    # none_failed: an upstream stage with nothing to do is "skipped" (empty mapping); the
+    # next stage must still look for its own pending work (e.g. local papers skip fetch).
+    @task(task_id=f"plan_{stage}", trigger_rule="none_failed")
     def plan() -> list[int]:
         from figalign.pipeline import plan_batches
 

@@ -67,6 +67,9 @@ def test_process_dag_maps_stages_in_order_with_pools(dagbag):
     assert dag.get_task("parse").pool == "grobid"
     assert "plan_parse" in dag.get_task("fetch").downstream_task_ids
     assert "parse" in dag.get_task("plan_parse").downstream_task_ids
+    # a stage with nothing to do (empty mapping -> skipped) must not skip the next stage's planning
+    assert dag.get_task("plan_parse").trigger_rule == "none_failed"
+    assert dag.get_task("plan_filter").trigger_rule == "none_failed"
     assert dagbag.dags["figalign_recaption"].get_task("recaption").pool == "vllm"
     assert dagbag.dags["figalign_score"].get_task("score").pool == "gpu"
 
