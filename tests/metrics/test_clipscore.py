@@ -1,0 +1,152 @@
+"""CLIP score: known properties on a tiny open_clip model loaded through our loader."""
+
+from __future__ import annotations
+
+import pytest
+
+from figalign.errors import BadInputError
+from figalign.metrics import ModelUnavailableError
+from figalign.metrics.clipscore import ClipScorer, clip_model_id, clipscore, split_sentences
+from tests.metrics.tiny_models import make_clip_files, make_png
+
+LONG = " ".join(f"Panel {c} shows the mean error of the cell growth rate over time in condition {c}."
+                for c in "ABCDEFGH")
+
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory):
+    return make_clip_files(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="module")
+def scorer(clip_files):
+    config, checkpoint = clip_files
+    return ClipScorer.load(str(config), str(checkpoint), device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("img")
+    return [make_png(d / f"{i}.png", c, size) for i, (c, size) in
+            enumerate([((200, 20, 20), (64, 48)), ((20, 200, 20), (40, 90)), ((20, 20, 200), (33, 33))])]
+
+
+class _Same:
+    """A stand-in model whose image and text embeddings are the same vector."""
+
+    context_length = 77
+
+    def __init__(self, vec):
+        self.vec = vec
+
+    def encode_image(self, x):
+        return self.vec.expand(x.shape[0], -1) * 3.0
+
+    def encode_text(self, tokens):
+        return self.vec.expand(tokens.shape[0], -1) * 0.5
+
+
+def test_identical_embeddings_score_one(scorer, images):
+    import torch
+
+    same = ClipScorer(_Same(torch.tensor([[0.3, -1.2, 2.0, 0.1]])), scorer.preprocess, scorer.tokenizer)
+    (res,) = same.score([images[0]], ["anything"])
+    assert res.cosine == pytest.approx(1.0, abs=1e-6)
+    assert res.clipscore == pytest.approx(2.5, abs=1e-6)
+
+
+def test_clipscore_formula():
+    assert clipscore(0.4) == pytest.approx(1.0)
+    assert clipscore(-0.2) == 0.0
+    assert clipscore(0.0) == 0.0
+
+
+def test_cosine_matches_open_clip_directly(scorer, images):
+    import torch
+    from PIL import Image
+
+    texts = ["a red square", "a green bar"]
+    results = scorer.score(images[:2], texts)
+    with torch.no_grad():
+        img = scorer.model.encode_image(torch.stack([scorer.preprocess(Image.open(p).convert("RGB"))
+                                                     for p in images[:2]]))
+        txt = scorer.model.encode_text(scorer.tokenizer(texts))
+    img = img / img.norm(dim=-1, keepdim=True)
+    txt = txt / txt.norm(dim=-1, keepdim=True)
+    for k, res in enumerate(results):
+        assert res.cosine == pytest.approx(float(img[k] @ txt[k]), abs=1e-5)
+        assert res.clipscore == pytest.approx(2.5 * max(res.cosine, 0), abs=1e-9)
+        assert -1.0 <= res.cosine <= 1.0
+
+
+def test_batching_invariant(clip_files, images):
+    config, checkpoint = clip_files
+    texts = ["a red square", "a green bar", LONG]
+    pairs = [images[0], images[1], images[2]]
+    big = ClipScorer.load(str(config), str(checkpoint), device="cpu", batch_size=64)
+    one = ClipScorer.load(str(config), str(checkpoint), device="cpu", batch_size=1)
+    for strategy in ("truncate", "sentence-mean"):
+        together = big.score(pairs, texts, strategy)
+        alone = [one.score([p], [t], strategy)[0] for p, t in zip(pairs, texts)]
+        for a, b in zip(together, alone):
+            assert a.cosine == pytest.approx(b.cosine, abs=1e-5)
+
+
+def test_same_image_encoded_once(scorer, images, monkeypatch):
+    seen = []
+    original = scorer.encode_images
+    monkeypatch.setattr(scorer, "encode_images", lambda ims: seen.append(len(ims)) or original(ims))
+    scorer.score([images[0], images[0], images[1]], ["a", "b", "c"])
+    assert seen == [2]
+
+
+def test_long_text_strategies(scorer, images):
+    import torch
+
+    assert scorer.count_tokens(LONG) > scorer.context_length
+    (trunc,) = scorer.score([images[0]], [LONG], "truncate")
+    (mean,) = scorer.score([images[0]], [LONG], "sentence-mean")
+    assert trunc.strategy == "truncate" and not trunc.fits_context and trunc.n_chunks == 1
+    assert mean.strategy == "sentence-mean" and mean.n_chunks > 1
+    chunks = scorer.chunks(LONG)
+    assert all(scorer.count_tokens(c) <= scorer.context_length for c in chunks)
+    assert " ".join(chunks) == " ".join(split_sentences(LONG))
+    emb = scorer.encode_text_list(chunks).mean(dim=0)
+    emb = emb / emb.norm()
+    img = scorer.encode_images([images[0]])[0]
+    assert mean.cosine == pytest.approx(float(torch.dot(img, emb)), abs=1e-5)
+    assert mean.cosine != pytest.approx(trunc.cosine, abs=1e-6)
+
+
+def test_short_text_same_under_both_strategies(scorer, images):
+    (a,) = scorer.score([images[1]], ["The cells grow. A green bar."], "truncate")
+    (b,) = scorer.score([images[1]], ["The cells grow. A green bar."], "sentence-mean")
+    assert a.fits_context and b.n_chunks == 1 and a.cosine == pytest.approx(b.cosine, abs=1e-6)
+
+
+def test_model_id_and_version(scorer, clip_files):
+    config, checkpoint = clip_files
+    assert scorer.model_id == clip_model_id(str(config), str(checkpoint)) == f"{config.stem}:{checkpoint.name}"
+    assert scorer.model_version.startswith("sha256:")
+    assert clip_model_id("ViT-L-14", "openai") == "ViT-L-14:openai"
+
+
+def test_unreadable_image_is_bad_input(scorer, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(BadInputError):
+        scorer.score([bad], ["x"])
+
+
+def test_offline_tag_not_cached_names_repo(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError) as err:
+        ClipScorer.load("ViT-L-14", "openai", device="cpu")
+    assert "timm/vit_large_patch14_clip_224.openai" in str(err.value) and "hf download" in str(err.value)
+
+
+@pytest.mark.parametrize("pretrained,match", [("", "no CLIP weights"), ("no_such_tag", "no weights"),
+                                              ("/nowhere/x.pt", "does not exist")])
+def test_refuses_unusable_weights(pretrained, match):
+    with pytest.raises(ModelUnavailableError, match=match):
+        ClipScorer.load("ViT-B-32", pretrained, device="cpu")
