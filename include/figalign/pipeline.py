@@ -188,3 +188,20 @@ def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit:
     results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force).as_dict()
                for set_spec in (list(sets) or [""])]
     return {"source": source, "window": [start.isoformat(), end.isoformat()], "sets": results}
+
+
+def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: bool = True, label: str | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """Export the kept figures (default folder: <data dir>/exports/<label>/<format>)."""
+    import datetime as dt
+    from pathlib import Path
+
+    from figalign.export import run_export
+    from figalign.storage import ArtifactStore
+
+    settings = settings or load_settings()
+    label = label or dt.date.today().isoformat()
+    out_dir = Path(out) if out else Path(settings.data_dir) / "exports" / label
+    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), fmt, out_dir, incremental=incremental)
+    return {"out_dir": str(out_dir), "formats": [{k: r[k] for k in ("format", "samples", "shards", "bytes")}
+                                                 for r in results]}

@@ -30,6 +30,7 @@ MENTION_RE = re.compile(
     r"\b(?P<prefix>(?:Supplementary|Suppl\.?|Supporting|Extended\s+Data)\s+)?"
     r"(?P<word>Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?|Tab(?:le)?s?\.?|TABLES?)\s*"
     r"(?P<nums>" + _NUM + r"(?:" + _SEP + _NUM + r")*)",
+    re.IGNORECASE,  # PLOS and others write "(figure 2 and table S2)" in lower case
 )
 _ONE_NUM = re.compile(r"(S?)(\d+)(?:\.(\d+))?([a-z]?)")
 

@@ -23,7 +23,7 @@ from figalign.stages.base import Outcome, Stage
 from figalign.storage import ArtifactStore
 from figalign.store.models import Artifact, Paper, PaperFile
 from figalign.store.papers import save_parsed
-from figalign.store.queue import Claimed, enqueue
+from figalign.store.queue import Claimed, enqueue, requeue
 
 PREFERENCE = ("jats", "eprint", "tei", "pdf")
 
@@ -112,7 +112,9 @@ class ParseStage(Stage):
             raise PermanentError(f"bad input: {exc}") from exc
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        # new figures are queued; figures a re-parse updated go through filtering again
         enqueue(session, "filter", "figure", [str(i) for i in ids])
+        requeue(session, "filter", "figure", [str(i) for i in ids])
         with_images = sum(1 for f in parsed.figures if f.image)
         return Outcome.done(parser=parsed.parser, figures=len(ids), images=with_images,
                             contexts=sum(len(f.contexts) for f in parsed.figures),

@@ -1,0 +1,96 @@
+"""`figalign filter` and `figalign export`: the filter stage and dataset export from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from figalign.errors import ConfigError
+
+
+def _parse_since(value: str | None) -> dt.datetime | None:
+    """An ISO date or date-time, as naive UTC (the store's time convention)."""
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--since must be an ISO date (2025-01-31 or 2025-01-31T12:00), got {value!r}") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _policy(args: argparse.Namespace):
+    from figalign.filters import FilterPolicy
+
+    policy = FilterPolicy.from_env()
+    return policy.with_licences(args.allow_licence) if args.allow_licence else policy
+
+
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from figalign.config import load_settings
+    from figalign.stages.base import run_batch
+    from figalign.stages.filter import FilterStage
+    from figalign.store.db import get_engine
+
+    settings = load_settings()
+    engine = get_engine(settings)
+    stage = FilterStage(settings=settings, policy=_policy(args))
+    total: dict[str, int] = {}
+    processed, first = 0, True
+    while args.limit is None or processed < args.limit:
+        size = args.batch if args.limit is None else min(args.batch, args.limit - processed)
+        batch = run_batch(stage, engine, size=size, discover=first)
+        first = False
+        for status, n in batch.statuses.items():
+            total[status] = total.get(status, 0) + n
+        processed += batch.claimed
+        if batch.claimed == 0:
+            break
+    json.dump({"stage": "filter", "processed": processed, "statuses": total}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from figalign.config import load_settings
+    from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+    from figalign.storage import ArtifactStore
+    from figalign.store.db import get_engine
+
+    settings = load_settings()
+    options = ExportOptions(embed_images=args.embed_images, max_shard_samples=args.shard_samples,
+                            max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes)
+    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
+                         since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
+                         options=options)
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register `filter` and `export` on the top-level subparsers."""
+    f = sub.add_parser("filter", help="run the filter + dedup stage over queued figures")
+    f.add_argument("--limit", type=int, help="process at most N figures (default: all queued)")
+    f.add_argument("--batch", type=int, default=200, help="figures per claimed batch")
+    f.add_argument("--allow-licence", action="append", default=[], metavar="ID",
+                   help="also allow this licence id (e.g. cc-by-nc); repeatable; opt-in")
+    f.set_defaults(func=_cmd_filter)
+
+    e = sub.add_parser("export", help="export kept figures as a dataset with manifest and card")
+    e.add_argument("--out", required=True, help="output folder (format sub-folders for --format all)")
+    e.add_argument("--format", default="all", choices=["s1mmalign", "webdataset", "parquet", "all"])
+    e.add_argument("--since", help="only figures/captions/metrics new or changed since this ISO date (UTC)")
+    e.add_argument("--incremental", action="store_true", help="--since = the last export of each format")
+    e.add_argument("--embed-images", action="store_true", help="Parquet: embed image bytes")
+    e.add_argument("--allow-licence", action="append", default=[], metavar="ID",
+                   help="also export papers under this licence id (e.g. cc-by-nc); repeatable; opt-in")
+    e.add_argument("--shard-samples", type=int, default=10_000, help="WebDataset/Parquet: samples per shard")
+    e.add_argument("--shard-bytes", type=int, default=1 << 30, help="WebDataset/Parquet: bytes per shard")
+    e.add_argument("--tar-bytes", type=int, default=2 << 30, help="S1-MMAlign: bytes per image archive")
+    e.set_defaults(func=_cmd_export)

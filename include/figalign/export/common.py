@@ -1,0 +1,257 @@
+"""What an export contains: the selection of samples and the one metadata record per sample.
+
+Every format writes the same ``Sample.meta`` dict (one fixed schema, ``FIELDS``), so a
+sample means the same thing in JSONL, WebDataset and Parquet and can be traced back to
+its paper (doi/arXiv id, source URL), file (figure key, image sha256, parser) and model
+(recaption model, prompt hash, parameter hash).
+
+Selection: a figure is exported when it has an image and an original caption, is not
+filtered for content, is not a duplicate, and its paper passes the export policy *now*
+(licence allow-list, not retracted) — the policy is re-checked here because papers get
+retracted and exports may opt in to licences the filter stage did not allow.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from figalign.filters import FilterPolicy, is_policy_reason, policy_reason
+from figalign.storage import ArtifactStore
+from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Metric, Paper
+
+CHUNK = 500
+MEDIA_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp",
+             "image/tiff": "tif"}
+
+FIELDS: dict[str, str] = {
+    "key": "string", "figure_id": "int64", "figure_key": "string", "label": "string", "kind": "string",
+    "source": "string", "external_id": "string", "version": "string", "doi": "string", "arxiv_id": "string",
+    "title": "string", "categories": "list<string>", "discipline": "string", "licence": "string",
+    "licence_url": "string", "source_url": "string", "image_path": "string", "image_tar": "string",
+    "image_sha256": "string",
+    "image_bytes": "int64", "width": "int64", "height": "int64", "caption": "string", "recaption": "string",
+    "recaption_model": "string", "recaption_prompt_hash": "string", "recaption_params_hash": "string",
+    "contexts": "list<context>", "metrics": "list<metric>", "parser": "string", "parser_version": "string",
+}
+"""The metadata schema, in output order. ``image_path`` is filled by each format."""
+
+CONTEXT_FIELDS = ("text", "section", "mention")
+METRIC_FIELDS = ("metric", "model", "caption_kind", "value")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One exportable figure: its metadata and where its image bytes are."""
+
+    key: str
+    source: str
+    image_uri: str
+    image_ext: str
+    created: dt.datetime
+    meta: dict[str, Any]
+
+    def read_image(self, store: ArtifactStore) -> bytes:
+        return store.read_bytes(self.image_uri)
+
+    @property
+    def mtime(self) -> int:
+        """Tar member time: the figure's creation (naive UTC), so re-exports are byte-identical."""
+        return calendar.timegm(self.created.utctimetuple()) if self.created else 0
+
+
+def sample_key(figure_id: int, figure_key: str) -> str:
+    """A key safe for WebDataset and tar: ASCII letters, digits, '_' and '-' only.
+
+    WebDataset splits a member name at the first dot of its basename, so dots (and
+    colons, slashes) must go; the zero-padded figure id keeps keys unique and sorted.
+    """
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in figure_key)
+    return f"{figure_id:010d}-{cleaned.strip('_')[:80]}"  # member names stay within tar's 100 chars
+
+
+def source_url(paper) -> str | None:
+    """The paper's landing page, for a person to check the sample against its source
+    (``paper``: a Paper or a row with its columns)."""
+    if paper.source == "arxiv" and paper.external_id:
+        version = f"v{paper.version.lstrip('v')}" if paper.version else ""
+        return f"https://arxiv.org/abs/{paper.external_id}{version}"
+    if paper.doi:
+        return f"https://doi.org/{paper.doi}"
+    if paper.source == "pmc" and paper.external_id:
+        return f"https://pmc.ncbi.nlm.nih.gov/articles/{paper.external_id}/"
+    urls = paper.source_urls or {}
+    files = urls.get("files") or []
+    if files and files[0].get("url"):
+        return files[0]["url"]
+    return urls.get("landing") or urls.get("folder")
+
+
+def exportable(row, policy: FilterPolicy) -> bool:
+    """Kept by the filter stage (or held back only by a policy reason), and allowed now."""
+    if row.duplicate_of_id is not None or row.image_artifact_id is None:
+        return False
+    if row.filter_reason is not None and not is_policy_reason(row.filter_reason):
+        return False
+    return policy_reason(row.licence, row.retracted, policy) is None
+
+
+# plain columns, not ORM entities: selection is a large share of export time
+COLUMNS = (FigureRow.id, FigureRow.figure_key, FigureRow.label, FigureRow.kind, FigureRow.width, FigureRow.height,
+           FigureRow.parser, FigureRow.parser_version, FigureRow.filter_reason, FigureRow.duplicate_of_id,
+           FigureRow.image_artifact_id, FigureRow.created_at, Paper.source, Paper.external_id, Paper.version,
+           Paper.doi, Paper.title, Paper.categories, Paper.discipline, Paper.licence, Paper.licence_url,
+           Paper.retracted, Paper.source_urls, Artifact.sha256, Artifact.size, Artifact.storage_uri,
+           Artifact.media_type)
+
+
+def _base_query(since: dt.datetime | None):
+    query = (select(*COLUMNS)
+             .join(Paper, Paper.id == FigureRow.paper_id)
+             .join(Artifact, Artifact.id == FigureRow.image_artifact_id)
+             .where(FigureRow.duplicate_of_id.is_(None))
+             .order_by(FigureRow.id))
+    if since is not None:
+        newer_caption = select(Caption.figure_id).where(Caption.created_at >= since)
+        newer_metric = select(Metric.figure_id).where(Metric.created_at >= since)
+        query = query.where(or_(FigureRow.created_at >= since, FigureRow.updated_at >= since,
+                                FigureRow.id.in_(newer_caption), FigureRow.id.in_(newer_metric)))
+    return query
+
+
+def iter_samples(session: Session, policy: FilterPolicy | None = None,
+                 since: dt.datetime | None = None) -> Iterator[Sample]:
+    """Exportable samples in figure-id order, loaded in chunks (constant memory)."""
+    policy = policy or FilterPolicy.from_env()
+    last_id = 0
+    while True:
+        rows = session.execute(_base_query(since).where(FigureRow.id > last_id).limit(CHUNK)).all()
+        if not rows:
+            return
+        last_id = rows[-1].id
+        yield from _build(session, [r for r in rows if exportable(r, policy)])
+
+
+def _build(session: Session, rows: list) -> Iterator[Sample]:
+    ids = [r.id for r in rows]
+    if not ids:
+        return
+    originals, recaptions = _captions(session, ids)
+    contexts = _contexts(session, ids)
+    metrics = _metrics(session, ids)
+    for row in rows:
+        caption = originals.get(row.id)
+        if not caption:
+            continue  # no original caption: not a sample (the filter stage records why)
+        yield _sample(row, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id])
+
+
+def _captions(session: Session, ids: list[int]) -> tuple[dict[int, str], dict[int, Any]]:
+    """Original caption text, and the latest accepted recaption, per figure."""
+    originals: dict[int, str] = {}
+    recaptions: dict[int, Any] = {}
+    rows = session.execute(select(Caption.figure_id, Caption.kind, Caption.text, Caption.model, Caption.prompt_hash,
+                                  Caption.params_hash)
+                           .where(Caption.figure_id.in_(ids), Caption.status == "accepted")
+                           .order_by(Caption.figure_id, Caption.created_at, Caption.id))
+    for cap in rows:
+        if cap.kind == "original":
+            originals.setdefault(cap.figure_id, cap.text or "")
+        elif cap.kind == "recaption" and cap.text:
+            recaptions[cap.figure_id] = cap  # ordered by time: the last one wins
+    return originals, recaptions
+
+
+def _contexts(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    rows = session.execute(select(CitationContextRow.figure_id, CitationContextRow.text, CitationContextRow.section,
+                                  CitationContextRow.mention)
+                           .where(CitationContextRow.figure_id.in_(ids))
+                           .order_by(CitationContextRow.figure_id, CitationContextRow.position))
+    for fid, text, section, mention in rows:
+        out[fid].append({"text": text, "section": section, "mention": mention})
+    return out
+
+
+def _metrics(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    rows = session.execute(select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind, Metric.value)
+                           .where(Metric.figure_id.in_(ids))
+                           .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
+    for fid, metric, model, kind, value in rows:
+        out[fid].append({"metric": metric, "model": model, "caption_kind": kind, "value": float(value)})
+    return out
+
+
+def _sample(row, caption: str, recap, contexts: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> Sample:
+    key = sample_key(row.id, row.figure_key)
+    arxiv = row.source == "arxiv"
+    version = f"v{row.version.lstrip('v')}" if row.version else ""
+    meta = {
+        "key": key, "figure_id": row.id, "figure_key": row.figure_key, "label": row.label, "kind": row.kind,
+        "source": row.source, "external_id": row.external_id, "version": row.version or None,
+        "doi": row.doi, "arxiv_id": f"{row.external_id}{version}" if arxiv else None,
+        "title": row.title, "categories": [str(c) for c in (row.categories or [])],
+        "discipline": row.discipline, "licence": row.licence, "licence_url": row.licence_url,
+        "source_url": source_url(row), "image_path": None, "image_tar": None, "image_sha256": row.sha256,
+        "image_bytes": int(row.size), "width": row.width, "height": row.height,
+        "caption": caption, "recaption": recap.text if recap else None,
+        "recaption_model": recap.model if recap else None,
+        "recaption_prompt_hash": recap.prompt_hash if recap else None,
+        "recaption_params_hash": recap.params_hash if recap else None,
+        "contexts": contexts, "metrics": metrics, "parser": row.parser, "parser_version": row.parser_version,
+    }
+    ext = MEDIA_EXT.get(row.media_type or "", "png")
+    return Sample(key, row.source, row.storage_uri, ext, row.created_at, meta)
+
+
+def pa_schema(*, with_image: bool = False):
+    """The pyarrow schema of ``FIELDS`` (plus an HF-style image struct when embedding)."""
+    import pyarrow as pa
+
+    context = pa.struct([(f, pa.string()) for f in CONTEXT_FIELDS])
+    metric = pa.struct([("metric", pa.string()), ("model", pa.string()), ("caption_kind", pa.string()),
+                        ("value", pa.float64())])
+    types = {"string": pa.string(), "int64": pa.int64(), "list<string>": pa.list_(pa.string()),
+             "list<context>": pa.list_(context), "list<metric>": pa.list_(metric)}
+    fields = [pa.field(name, types[kind]) for name, kind in FIELDS.items()]
+    if with_image:
+        fields.append(pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+    return pa.schema(fields)
+
+
+def hf_features():
+    """``datasets.Features`` of the metadata record.
+
+    WebDataset loaders infer types from the first few samples; passing these features
+    makes loading independent of which fields happen to be empty there.
+    """
+    import datasets
+
+    return datasets.Features.from_arrow_schema(pa_schema())
+
+
+def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"):
+    """The ``datasets.Features`` a format loads as; ``None`` without ``datasets`` installed.
+
+    Written into the card (``dataset_info``) and ``features.json`` so loaders need not
+    guess types from the first samples (WebDataset inference looks at five).
+    """
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        return None
+    meta = hf_features()
+    if fmt == "webdataset":
+        return datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
+                                  "json": meta, image_ext: datasets.Image()})
+    if fmt == "parquet" and embed_images:
+        meta["image"] = datasets.Image()
+    return meta

@@ -1,0 +1,163 @@
+"""The filter stage: decide for one figure whether it is a dataset sample, and say why not.
+
+Per figure, in order: content rules (table, caption, image bytes; ``figalign.filters``),
+then deduplication against lower-id figures still kept (``figalign.dedup``), then the
+export policy (licence allow-list, retraction). The outcome is written on the figure:
+``filter_reason`` (``None`` = kept) and ``duplicate_of_id``.
+
+"First seen is kept" must hold whatever order items are processed in, so a figure links
+only to a *lower* id that is still kept, and a figure that stops being kept (filtered, or
+found to be a duplicate itself) releases the figures that linked to it: their link is
+cleared and they go back to the queue to find their new original. No item is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import String, and_, cast, func, select, update
+from sqlalchemy.orm import Session
+
+from figalign.config import Settings, load_settings
+from figalign.dedup import DedupIndex, image_hashes
+from figalign.filters import (
+    DUPLICATE_REASON_PREFIX,
+    FilterPolicy,
+    content_reason,
+    policy_reason,
+    summary,
+)
+from figalign.stages.base import Outcome, Stage
+from figalign.storage import ArtifactStore
+from figalign.store.models import Artifact, Caption, FigureRow, Paper, StageRun
+from figalign.store.queue import Claimed, requeue
+from figalign.store.upsert import upsert
+
+log = logging.getLogger(__name__)
+INDEX_CHUNK = 20_000
+WRITTEN = ("filter_reason", "duplicate_of_id", "phash", "pixel_sha256")
+
+
+def kept_condition():
+    """Figures that are (so far) dataset samples: the only ones a duplicate may link to."""
+    return and_(FigureRow.filter_reason.is_(None), FigureRow.image_artifact_id.is_not(None))
+
+
+class FilterStage(Stage):
+    name = "filter"
+    entity_type = "figure"
+
+    def __init__(self, settings: Settings | None = None, policy: FilterPolicy | None = None):
+        self.settings = settings or load_settings()
+        self.policy = policy or FilterPolicy.from_env()
+        self.store = ArtifactStore(self.settings.data_dir)
+        self._index: DedupIndex | None = None
+        self._loaded_upto = 0
+
+    def discover(self, session: Session) -> Iterable[str]:
+        """Figures with no filter row yet (parse enqueues its own; this catches the rest)."""
+        queued = select(StageRun.entity_id).where(StageRun.stage == self.name,
+                                                  StageRun.entity_type == self.entity_type)
+        rows = session.execute(select(FigureRow.id).where(cast(FigureRow.id, String).notin_(queued))
+                               .order_by(FigureRow.id)).scalars()
+        return [str(i) for i in rows]
+
+    # -- the dedup index ---------------------------------------------------------------
+    def _catch_up(self, session: Session, upto_id: int) -> DedupIndex:
+        """Load kept figures with ids up to ``upto_id`` not loaded yet (built lazily, once
+        per stage instance, then extended as new figures appear)."""
+        if self._index is None:
+            self._index = DedupIndex(self.policy.phash_max_distance)
+        if upto_id <= self._loaded_upto:
+            return self._index
+        top = session.execute(select(func.max(FigureRow.id))).scalar() or 0
+        query = (select(FigureRow.id, FigureRow.phash, FigureRow.pixel_sha256)
+                 .where(kept_condition(), FigureRow.id > self._loaded_upto, FigureRow.id <= top)
+                 .order_by(FigureRow.id).execution_options(yield_per=INDEX_CHUNK))
+        self._index.extend(tuple(r) for r in session.execute(query))
+        self._loaded_upto = top
+        return self._index
+
+    def _original_of(self, session: Session, fig: FigureRow, phash: str | None, sha: str | None) -> FigureRow | None:
+        """The lowest-id kept figure this one duplicates, verified against the store."""
+        index = self._catch_up(session, fig.id)
+        for match in index.matches(phash, sha, below_id=fig.id):
+            other = session.get(FigureRow, match.figure_id)
+            if other is not None and other.filter_reason is None and other.image_artifact_id is not None:
+                return other
+            index.remove(match.figure_id)  # stale: filtered by another worker since loaded
+        return None
+
+    # -- one item --------------------------------------------------------------------
+    def process(self, session: Session, item: Claimed) -> Outcome:
+        fig = session.get(FigureRow, int(item.entity_id))
+        if fig is None:
+            return Outcome.skipped("figure no longer in the store (re-parsed away)")
+        paper = session.get(Paper, fig.paper_id)
+        caption = session.execute(
+            select(Caption.text).where(Caption.figure_id == fig.id, Caption.kind == "original")
+            .order_by(Caption.id).limit(1)).scalar()
+        data = self._image_bytes(session, fig)
+        reason, facts = content_reason(data, fig.kind, caption, self.policy)
+        phash, sha = fig.phash, fig.pixel_sha256
+        if facts is not None and (phash is None or sha is None):
+            phash, sha = image_hashes(data)
+        duplicate_of = None
+        if reason is None:
+            original = self._original_of(session, fig, phash, sha)
+            if original is not None:
+                duplicate_of, reason = original.id, f"{DUPLICATE_REASON_PREFIX}{original.figure_key}"
+        if reason is None:
+            reason = policy_reason(paper.licence if paper else None, bool(paper and paper.retracted), self.policy)
+        self._write(session, fig, reason, duplicate_of, phash, sha)
+        released = self._release_dependants(session, fig.id) if reason else 0
+        self._track(fig.id, reason, phash, sha)
+        return Outcome("done", reason, {"kept": reason is None, "released": released, **summary(facts)})
+
+    def _image_bytes(self, session: Session, fig: FigureRow) -> bytes | None:
+        if fig.image_artifact_id is None:
+            return None
+        artifact = session.get(Artifact, fig.image_artifact_id)
+        return self.store.read_bytes(artifact.storage_uri) if artifact else None
+
+    def _write(self, session: Session, fig: FigureRow, reason: str | None, duplicate_of: int | None,
+               phash: str | None, sha: str | None) -> None:
+        """Upsert the decision, only when it changed (so ``updated_at`` means 'changed',
+        which is what incremental exports select on)."""
+        new = dict(filter_reason=reason, duplicate_of_id=duplicate_of, phash=phash, pixel_sha256=sha)
+        if all(getattr(fig, k) == v for k, v in new.items()):
+            return
+        values = dict(figure_key=fig.figure_key, paper_id=fig.paper_id, kind=fig.kind, parser=fig.parser,
+                      parser_version=fig.parser_version, **new)
+        upsert(session, FigureRow, values, ("figure_key",), update=WRITTEN)
+        session.expire(fig)
+
+    def _release_dependants(self, session: Session, figure_id: int) -> int:
+        """Figures linked to one that is no longer kept go back to the queue.
+
+        A targeted UPDATE of the two decision columns (upsert needs one row's full key and
+        this touches a set of rows); the re-queued filter run writes their final state.
+        """
+        rows = session.execute(select(FigureRow.id, FigureRow.phash, FigureRow.pixel_sha256)
+                               .where(FigureRow.duplicate_of_id == figure_id)).all()
+        ids = [r[0] for r in rows]
+        if not ids:
+            return 0
+        session.execute(update(FigureRow).where(FigureRow.id.in_(ids))
+                        .values(filter_reason=None, duplicate_of_id=None))
+        requeue(session, self.name, self.entity_type, [str(i) for i in ids])
+        if self._index is not None:  # released figures are kept until re-filtered: candidates again
+            for fid, phash, sha in rows:
+                self._index.add(fid, phash, sha)
+        log.info("filter: figure %s no longer kept; re-queued %d duplicates", figure_id, len(ids))
+        return len(ids)
+
+    def _track(self, figure_id: int, reason: str | None, phash: str | None, sha: str | None) -> None:
+        """Keep the in-process index in step with what was just written."""
+        if self._index is None:
+            return
+        if reason is None:
+            self._index.add(figure_id, phash, sha)
+        else:
+            self._index.remove(figure_id)
