@@ -9,7 +9,7 @@ import json
 def _ingest(args: argparse.Namespace) -> int:
     from figalign.pipeline import ingest_local
 
-    print(json.dumps(ingest_local(args.folder, limit=args.limit), indent=2))
+    print(json.dumps(ingest_local(args.folder, limit=args.limit, licence=args.licence), indent=2))
     return 0
 
 
@@ -44,6 +44,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("ingest", help="store a local folder of papers and queue them for parsing")
     p.add_argument("folder")
     p.add_argument("--limit", type=int)
+    p.add_argument("--licence", help="licence of these papers as you know it (URL or code, e.g. 'CC BY')")
     p.set_defaults(func=_ingest)
     r = sub.add_parser("run", help="run a stage until nothing is left to claim")
     r.add_argument("stage", choices=STAGES)

@@ -39,23 +39,37 @@ def _setup_env(data_dir: Path) -> Path:
     return home
 
 
-def _input_folder(data_dir: Path) -> Path:
-    """Sample papers + a selection of the shared corpus, linked into one folder."""
-    folder = data_dir / "demo_input"
+SAMPLES = ROOT / "tests" / "fixtures" / "papers"
+
+
+def _corpus_folder(data_dir: Path) -> Path | None:
+    """A selection of ../shared/corpus linked into one folder (licences unknown to us)."""
+    if not SHARED_CORPUS.exists():
+        return None
+    folder = data_dir / "demo_corpus"
     folder.mkdir(parents=True, exist_ok=True)
-    picks = [p for p in sorted((ROOT / "tests" / "fixtures" / "papers").iterdir()) if p.name != "README.md"]
-    if SHARED_CORPUS.exists():
-        for rel in CORPUS_PICKS:
-            src = SHARED_CORPUS / rel
-            if src.is_dir() and not any(src.glob("*.pdf")) and not any(src.glob("*.png")) and not any(src.glob("*.tif")):
-                picks.extend(sorted(p for p in src.iterdir() if p.suffix in (".xml", ".nxml")))
-            elif src.exists():
-                picks.append(src)
+    picks: list[Path] = []
+    for rel in CORPUS_PICKS:
+        src = SHARED_CORPUS / rel
+        if src.is_dir() and not any(src.glob("*.pdf")) and not any(src.glob("*.png")) and not any(src.glob("*.tif")):
+            picks.extend(sorted(p for p in src.iterdir() if p.suffix in (".xml", ".nxml")))
+        elif src.exists():
+            picks.append(src)
     for src in picks:
         link = folder / src.name
         if not link.exists():
             link.symlink_to(src.resolve())
     return folder
+
+
+def _ingest_runs(data_dir: Path) -> list[dict]:
+    """The committed samples are CC BY (see their README); corpus papers get their licence
+    from their own metadata or stay unknown (kept out of the export, with that reason)."""
+    runs = [{"folder": str(SAMPLES), "licence": "CC BY"}]
+    corpus = _corpus_folder(data_dir)
+    if corpus is not None:
+        runs.append({"folder": str(corpus), "licence": None})
+    return runs
 
 
 def _step(title: str) -> float:
@@ -88,21 +102,21 @@ def main() -> int:
                    stdout=subprocess.DEVNULL, env=os.environ)
     print(f"AIRFLOW_HOME={home}")
 
-    folder = _input_folder(data_dir)
-    timings = {}
-    for dag_id in DAG_ORDER:
-        start = _step(f"dag.test({dag_id})")
-        conf = {"folder": str(folder)} if dag_id == "figalign_ingest_local" else None
+    runs = [(dag_id, conf) for conf in _ingest_runs(data_dir) for dag_id in DAG_ORDER[:1]]
+    runs += [(dag_id, None) for dag_id in DAG_ORDER[1:]]
+    timings: dict[str, float] = {}
+    for dag_id, conf in runs:
+        start = _step(f"dag.test({dag_id}{', ' + json.dumps(conf) if conf else ''})")
         run = bag.dags[dag_id].test(run_conf=conf)
-        timings[dag_id] = round(time.perf_counter() - start, 1)
-        print(f"{dag_id}: {run.state} in {timings[dag_id]}s")
+        timings[dag_id] = round(timings.get(dag_id, 0) + time.perf_counter() - start, 1)
+        print(f"{dag_id}: {run.state} in {time.perf_counter() - start:.1f}s")
         if str(run.state) not in ("success", "DagRunState.SUCCESS"):
             print(f"{dag_id} did not succeed; see the task logs under {home / 'logs'}")
             return 1
-    return _report(settings, folder, timings, time.perf_counter() - t0)
+    return _report(settings, [c["folder"] for c in _ingest_runs(data_dir)], timings, time.perf_counter() - t0)
 
 
-def _report(settings, folder: Path, timings: dict, seconds: float) -> int:
+def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
     from figalign.pipeline import render_summary
 
     summary = render_summary(None, settings=settings)
@@ -114,7 +128,7 @@ def _report(settings, folder: Path, timings: dict, seconds: float) -> int:
             print(f"  {'':<10}   {n} × {reason}")
     exports = sorted((Path(settings.data_dir) / "exports").glob("*/*/README.md"))
     print(f"\n== done in {seconds:.0f}s; per DAG: {json.dumps(timings)}")
-    print(f"input folder:      {folder}")
+    print(f"input folders:     {', '.join(folders)}")
     print(f"store:             {settings.effective_database_url}")
     print(f"artifacts:         {Path(settings.data_dir).resolve() / 'objects'}")
     if exports:

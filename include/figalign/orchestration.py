@@ -112,6 +112,9 @@ def build_ingest_local_dag() -> DAG:
             "folder": Param("tests/fixtures/papers", type="string", minLength=1,
                             description="folder of PDFs, JATS packages and LaTeX e-prints"),
             "limit": Param(None, type=["null", "integer"], minimum=1, description="ingest at most this many"),
+            "licence": Param(None, type=["null", "string"],
+                             description="licence of these papers, e.g. 'CC BY' or a URL (empty: read from JATS, "
+                                         "else unknown and kept out of exports)"),
         },
     ) as dag:
 
@@ -120,7 +123,8 @@ def build_ingest_local_dag() -> DAG:
             from figalign.pipeline import ingest_local
 
             params = get_current_context()["params"]
-            return ingest_local(params["folder"], limit=params["limit"], settings=task_settings())
+            return ingest_local(params["folder"], limit=params["limit"], licence=params["licence"],
+                                settings=task_settings())
 
         ingest()
     return dag

@@ -31,6 +31,11 @@ STAGE_FUNCTIONS = {
     "recaption": ("figalign.stages.recaption", "run_recaption_batch"),
     "score": ("figalign.stages.score", "run_score_batch"),
 }
+# batching stages queue their own work (their keys include model, prompt and metric choices)
+QUEUE_PREPARERS = {
+    "recaption": ("figalign.stages.recaption", "RecaptionStage"),
+    "score": ("figalign.stages.score", "ScoreStage"),
+}
 STAGES = ("fetch", "parse", "filter", "recaption", "score")
 
 
@@ -65,6 +70,11 @@ def enqueue_stage(name: str, settings: Settings | None = None) -> int:
     from figalign.stages.base import enqueue_discovered
 
     settings = settings or load_settings()
+    if name in QUEUE_PREPARERS:
+        module, cls = QUEUE_PREPARERS[name]
+        stage = getattr(importlib.import_module(module), cls)(settings)
+        with session_scope(get_engine(settings)) as session:
+            return stage.prepare_queue(session)
     if name not in STAGE_CLASSES:
         return 0
     return enqueue_discovered(make_stage(name, settings), get_engine(settings))
@@ -104,7 +114,8 @@ def summary(settings: Settings | None = None) -> dict[str, dict[str, int]]:
         return out
 
 
-def ingest_local(folder: str, *, limit: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def ingest_local(folder: str, *, limit: int | None = None, licence: str | None = None,
+                 settings: Settings | None = None) -> dict[str, Any]:
     """Store a folder of papers and queue them for parsing (the `local` source)."""
     from pathlib import Path
 
@@ -118,7 +129,7 @@ def ingest_local(folder: str, *, limit: int | None = None, settings: Settings | 
         raise ConfigError(f"local source folder does not exist: {path.resolve()}")
     skipped: list[tuple[str, str]] = []
     with session_scope(get_engine(settings)) as session:
-        ids = ingest(session, ArtifactStore(settings.data_dir), path, limit=limit, skipped=skipped)
+        ids = ingest(session, ArtifactStore(settings.data_dir), path, limit=limit, skipped=skipped, licence=licence)
     return {"source": "local", "papers": len(ids), "skipped": len(skipped),
             "skipped_examples": [f"{name}: {why}" for name, why in skipped[:5]]}
 

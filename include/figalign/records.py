@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: licence and doi read from the source when it states them
 
 FigureKind = Literal["figure", "table"]
 
@@ -90,6 +90,9 @@ class ParsedPaper:
     parser_version: str
     figures: list[Figure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    licence: str | None = None
+    licence_url: str | None = None
+    doi: str | None = None
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,3 +50,20 @@ def test_identical_bytes_under_two_names_are_stored_once(sqlite_engine, tmp_path
         assert len(ingest(s, ArtifactStore(tmp_path / "data"), folder)) == 2
     with session_scope(sqlite_engine) as s:
         assert s.scalar(select(func.count()).select_from(Artifact)) == 1
+
+
+def test_a_stated_licence_is_normalised_and_stored(sqlite_engine, tmp_path):
+    with session_scope(sqlite_engine) as s:
+        ingest(s, ArtifactStore(tmp_path / "data"), PAPERS, licence="CC BY")
+    with session_scope(sqlite_engine) as s:
+        assert {p.licence for p in s.scalars(select(Paper))} == {"cc-by"}
+
+
+def test_jats_media_are_matched_inside_doi_style_hrefs(tmp_path):
+    xml = tmp_path / "a.xml"
+    xml.write_text('<article xmlns:xlink="http://www.w3.org/1999/xlink"><body><fig><graphic '
+                   'xlink:href="info:doi/10.1371/journal.pone.0038869.g001"/></fig></body></article>')
+    (tmp_path / "pone.0038869.g001.tif").write_bytes(b"II*\x00")
+    (tmp_path / "unrelated.png").write_bytes(b"\x89PNG")
+    (paper,) = list(scan(tmp_path))
+    assert sorted(p.name for _, p in paper.files) == ["a.xml", "pone.0038869.g001.tif"]

@@ -44,7 +44,8 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     if local_name(root) != "article":
         raise BadInputError(f"{path}: not a JATS article (root element <{local_name(root)}>)")
     paper = ParsedPaper(paper_id=paper_id, title=_title(root), abstract=_abstract(root),
-                        parser=NAME, parser_version=VERSION)
+                        parser=NAME, parser_version=VERSION, doi=_doi(root))
+    paper.licence, paper.licence_url = _licence(root)
     by_rid, hrefs = _collect_figures(root, paper)
     if options.write_images:
         _attach_images(paper, hrefs, path.parent, Path(out_dir), options)
@@ -56,6 +57,53 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
 
 
 # ---------------------------------------------------------------- metadata
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+
+
+def _doi(root) -> str | None:
+    for el in root.iter():
+        if local_name(el) == "article-id" and el.get("pub-id-type") == "doi" and (el.text or "").strip():
+            return el.text.strip()
+    return None
+
+
+def _licence_from_text(text: str) -> str | None:
+    """Licence of a free-text permissions statement (older PLOS/BMC XML has no <license>)."""
+    low = " ".join(text.lower().split())
+    if "public domain" in low or "publicdomain/zero" in low:
+        return "cc0" if "zero" in low else "public-domain"
+    if "creative commons attribution" not in low and "creativecommons.org/licenses" not in low:
+        return None
+    parts = ["by"]
+    if "noncommercial" in low or "non-commercial" in low:
+        parts.append("nc")
+    if "sharealike" in low or "share alike" in low or "share-alike" in low:
+        parts.append("sa")
+    if "noderivatives" in low or "no derivatives" in low or "noderivs" in low:
+        parts.append("nd")
+    return "cc-" + "-".join(parts)
+
+
+def _licence(root) -> tuple[str | None, str | None]:
+    """(normalised licence id, licence URL) from <permissions>, as the publisher states it."""
+    from figalign.sources.licences import normalise
+
+    for el in root.iter():
+        name = local_name(el)
+        if name == "license":
+            url = el.get(XLINK_HREF) or el.get("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource")
+            if url and normalise(url) not in (None, "other"):
+                return normalise(url), url
+            text_id = _licence_from_text(" ".join(el.itertext()))
+            if text_id:
+                return text_id, url
+            if el.get("license-type") and normalise(el.get("license-type")) not in (None, "other"):
+                return normalise(el.get("license-type")), url
+        elif name == "copyright-statement" and (found := _licence_from_text(" ".join(el.itertext()))):
+            return found, None
+    return None, None
+
+
 def _child(el, name: str):
     return next((c for c in el if local_name(c) == name), None)
 

@@ -36,11 +36,16 @@ class LocalPaper:
 
 
 def _jats_media(xml: Path) -> list[Path]:
-    """Image files beside a JATS XML that its graphics reference (by name stem)."""
+    """Image files beside a JATS XML that its graphics reference.
+
+    Hrefs name files in many ways ("pone.0000010.g001", "g001.tif",
+    "info:doi/10.1371/journal.pone.0038869.g001"), so a file belongs to the article when its
+    name stem appears inside one of the hrefs.
+    """
     text = xml.read_text("utf-8", "replace")
-    refs = {Path(h).stem.lower() for h in re.findall(r'xlink:href="([^"]+)"', text)}
+    refs = [h.lower() for h in re.findall(r'xlink:href="([^"]+)"', text)]
     return sorted(p for p in xml.parent.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.stem.lower() in refs or p.name.lower() in refs))
+                  if p.suffix.lower() in IMAGE_SUFFIXES and any(p.stem.lower() in ref for ref in refs))
 
 
 def _entry(path: Path) -> LocalPaper:
@@ -84,12 +89,18 @@ def scan(folder: Path) -> Iterator[LocalPaper]:
 
 
 def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int | None = None,
-           skipped: list[tuple[str, str]] | None = None) -> list[int]:
+           skipped: list[tuple[str, str]] | None = None, licence: str | None = None) -> list[int]:
     """Store each paper of ``folder`` and queue it for parsing; return paper ids.
 
     Entries that are not papers (a README, an empty folder) are appended to ``skipped``
-    with the reason instead of stopping the ingest.
+    with the reason instead of stopping the ingest. ``licence`` is the user's statement of
+    the papers' licence (a URL or code such as "CC BY"); without it a paper's licence comes
+    from its own JATS metadata when the parser finds one, and stays unknown otherwise
+    (which keeps it out of exports under the default policy, with that reason recorded).
     """
+    from figalign.sources.licences import normalise
+
+    licence_id = normalise(licence)
     ids: list[int] = []
     for local in scan(folder):
         if limit is not None and len(ids) >= limit:
@@ -99,9 +110,12 @@ def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int |
             if skipped is not None:
                 skipped.append((local.external_id, local.skipped_reason))
             continue
-        paper_id = upsert(session, Paper, dict(source="local", external_id=local.external_id, version="",
-                                               source_urls={"folder": str(Path(folder).resolve())}),
-                          ("source", "external_id", "version"), update=("source_urls",))
+        values = dict(source="local", external_id=local.external_id, version="",
+                      source_urls={"folder": str(Path(folder).resolve())})
+        if licence_id:
+            values.update(licence=licence_id, licence_url=licence)
+        paper_id = upsert(session, Paper, values, ("source", "external_id", "version"),
+                          update=[k for k in values if k in ("source_urls", "licence", "licence_url")])
         for role, path in local.files:
             obj = store.put_file(path)
             artifact_id = record_artifact(session, obj, origin_url=path.resolve().as_uri())

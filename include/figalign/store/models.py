@@ -57,7 +57,9 @@ class Paper(TimestampMixin, Base):
     """One version of one paper from one source (arXiv 2411.01234 v2, PMC123 v1)."""
 
     __tablename__ = "papers"
-    __table_args__ = (UniqueConstraint("source", "external_id", "version"),)
+    # discipline/licence: explorer filters and their value lists (0002_explorer_indexes).
+    __table_args__ = (UniqueConstraint("source", "external_id", "version"),
+                      Index("ix_papers_discipline", "discipline"), Index("ix_papers_licence", "licence"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(32))
@@ -113,7 +115,8 @@ class FigureRow(TimestampMixin, Base):
     """A figure or table of a parsed paper, with where it came from and why it was dropped."""
 
     __tablename__ = "figures"
-    __table_args__ = (Index("ix_figures_phash", "phash"), Index("ix_figures_pixel_sha256", "pixel_sha256"))
+    __table_args__ = (Index("ix_figures_phash", "phash"), Index("ix_figures_pixel_sha256", "pixel_sha256"),
+                      Index("ix_figures_kind", "kind"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure_key: Mapped[str] = mapped_column(String(256), unique=True)
@@ -158,7 +161,11 @@ class Caption(Base):
     """
 
     __tablename__ = "captions"
-    __table_args__ = (UniqueConstraint("figure_id", "kind", "model", "prompt_hash", "params_hash"),)
+    # The kind-first indexes let the explorer's comparison view walk one prompt's or one
+    # model's recaptions in figure order (0002_explorer_indexes).
+    __table_args__ = (UniqueConstraint("figure_id", "kind", "model", "prompt_hash", "params_hash"),
+                      Index("ix_captions_kind_prompt_hash_figure_id", "kind", "prompt_hash", "figure_id"),
+                      Index("ix_captions_kind_model_figure_id", "kind", "model", "figure_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure_id: Mapped[int] = mapped_column(ForeignKey("figures.id", ondelete="CASCADE"), index=True)
@@ -183,7 +190,9 @@ class Metric(Base):
     """One score of one caption of one figure by one model (PPPL, CLIP score)."""
 
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("caption_id", "metric", "model"),)
+    # Sorting and range-filtering by a score walks this index (0002_explorer_indexes).
+    __table_args__ = (UniqueConstraint("caption_id", "metric", "model"),
+                      Index("ix_metrics_metric_caption_kind_value", "metric", "caption_kind", "value"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure_id: Mapped[int] = mapped_column(ForeignKey("figures.id", ondelete="CASCADE"), index=True)

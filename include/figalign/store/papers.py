@@ -67,6 +67,9 @@ def save_parsed(session: Session, store: ArtifactStore, paper: Paper, parsed: Pa
     stale = select(FigureRow.id).where(FigureRow.paper_id == paper.id, FigureRow.id.notin_(ids or [-1]))
     session.execute(update(FigureRow).where(FigureRow.duplicate_of_id.in_(stale)).values(duplicate_of_id=None))
     session.execute(delete(FigureRow).where(FigureRow.id.in_(stale)))
+    if not paper.licence and parsed.licence:  # the harvest's licence wins; the source's fills a gap
+        paper.licence, paper.licence_url = parsed.licence, parsed.licence_url
+    paper.doi = paper.doi or parsed.doi
     paper.title = paper.title or parsed.title
     paper.abstract = paper.abstract or parsed.abstract
     paper.parser, paper.parser_version = parsed.parser, parsed.parser_version
