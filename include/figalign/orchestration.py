@@ -195,26 +195,27 @@ def build_process_dag() -> DAG:
     return dag
 
 
-def build_recaption_dag() -> DAG:
+def _batch_stage_dag(stage: str, *, schedule, pool: str, outlet: Asset, tags: list[str],
+                     batch_size: int, max_batches: int) -> DAG:
+    """plan → mapped batches → summary, for a stage that runs on what an Asset announced."""
     with DAG(
-        dag_id="figalign_recaption", schedule=[FIGURES], start_date=START, catchup=False, max_active_runs=1,
-        default_args=DEFAULT_ARGS, tags=TAGS + ["recaption", "vllm"], doc_md=_doc("recaption"),
-        params=_batch_params(64, 16),
+        dag_id=f"figalign_{stage}", schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + tags, doc_md=_doc(stage),
+        params=_batch_params(batch_size, max_batches),
     ) as dag:
-        run = _stage_task("recaption", pool=POOLS["vllm"], outlets=[CAPTIONS]).expand(batch=_plan_task("recaption")())
+        run = _stage_task(stage, pool=pool, outlets=[outlet]).expand(batch=_plan_task(stage)())
         run >> _summary()
     return dag
+
+
+def build_recaption_dag() -> DAG:
+    return _batch_stage_dag("recaption", schedule=[FIGURES], pool=POOLS["vllm"], outlet=CAPTIONS,
+                            tags=["recaption", "vllm"], batch_size=64, max_batches=16)
 
 
 def build_score_dag() -> DAG:
-    with DAG(
-        dag_id="figalign_score", schedule=[CAPTIONS], start_date=START, catchup=False, max_active_runs=1,
-        default_args=DEFAULT_ARGS, tags=TAGS + ["score", "gpu"], doc_md=_doc("score"),
-        params=_batch_params(128, 8),
-    ) as dag:
-        run = _stage_task("score", pool=POOLS["gpu"], outlets=[METRICS]).expand(batch=_plan_task("score")())
-        run >> _summary()
-    return dag
+    return _batch_stage_dag("score", schedule=[CAPTIONS], pool=POOLS["gpu"], outlet=METRICS,
+                            tags=["score", "gpu"], batch_size=128, max_batches=8)
 
 
 def build_export_dag() -> DAG:

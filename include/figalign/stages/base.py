@@ -55,6 +55,20 @@ class BatchSummary:
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
+    def count(self, status: str, reason: str | None) -> None:
+        """Tally one item's final status (and its reason, shortened for the UI)."""
+        self.statuses[status] += 1
+        if reason:
+            self.reasons[reason[:120]] += 1
+
+    def add(self, batch: "BatchSummary") -> None:
+        """Fold one batch's counts into a running total."""
+        self.enqueued += batch.enqueued
+        self.claimed += batch.claimed
+        self.statuses.update(batch.statuses)
+        self.reasons.update(batch.reasons)
+        self.seconds += batch.seconds
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
@@ -111,10 +125,7 @@ def run_batch(
     summary.claimed = len(items)
     not_ready = stage.check_ready()
     for item in items:
-        status, reason = _run_item(stage, engine, item, ctx, not_ready)
-        summary.statuses[status] += 1
-        if reason:
-            summary.reasons[reason[:120]] += 1
+        summary.count(*_run_item(stage, engine, item, ctx, not_ready))
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
@@ -149,11 +160,7 @@ def drain(stage: Stage, engine: Engine, *, size: int = 50, ctx: RunContext | Non
     total = BatchSummary(stage.name)
     for i in range(max_batches):
         batch = run_batch(stage, engine, size=size, ctx=ctx, discover=(i == 0))
-        total.enqueued += batch.enqueued
-        total.claimed += batch.claimed
-        total.statuses.update(batch.statuses)
-        total.reasons.update(batch.reasons)
-        total.seconds += batch.seconds
+        total.add(batch)
         if batch.claimed == 0:
             break
     return total

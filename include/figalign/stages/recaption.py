@@ -306,10 +306,7 @@ def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx:
             config = VllmConfig.from_settings(settings, model=stage.model, **(client_overrides or {}))
             asyncio.run(_ask_all(config, todo, stage.model, stage.options))
     for work in works:
-        status, reason = _record(engine, stage, work, ctx)
-        summary.statuses[status] += 1
-        if reason:
-            summary.reasons[reason[:120]] += 1
+        summary.count(*_record(engine, stage, work, ctx))
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
@@ -328,20 +325,12 @@ def drain_recaption(engine: Engine, settings: Settings, *, limit: int | None = N
         size = batch_size if remaining is None else min(batch_size, remaining)
         batch = run_recaption_batch(engine, settings, size, ctx, force, options=options, model=model,
                                     discover=False, client_overrides=client_overrides)
-        _add(total, batch)
+        total.add(batch)
         if remaining is not None:
             remaining -= batch.claimed
         if batch.claimed == 0:
             break
     return total
-
-
-def _add(total: BatchSummary, batch: BatchSummary) -> None:
-    total.enqueued += batch.enqueued
-    total.claimed += batch.claimed
-    total.statuses.update(batch.statuses)
-    total.reasons.update(batch.reasons)
-    total.seconds += batch.seconds
 
 
 def pending_ids(engine: Engine, settings: Settings, *, limit: int, options: PromptOptions | None = None,

@@ -335,10 +335,7 @@ def run_score_batch(engine: Engine, settings: Settings, size: int = 32, ctx: Run
             items = load_items(session, claimed, stage.wanted_keys())
         results = compute(stage, items)
         for item in items:
-            status, reason = _record(engine, stage, item, results[item.claimed.run_id], ctx)
-            summary.statuses[status] += 1
-            if reason:
-                summary.reasons[reason[:120]] += 1
+            summary.count(*_record(engine, stage, item, results[item.claimed.run_id], ctx))
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
@@ -369,11 +366,7 @@ def drain_score(engine: Engine, settings: Settings, *, size: int = 32, limit: in
         take = size if limit is None else min(size, limit - total.claimed)
         batch = run_score_batch(engine, settings, take, ctx, options=options, discover=first, limit=limit)
         first = False
-        total.enqueued += batch.enqueued
-        total.claimed += batch.claimed
-        total.statuses.update(batch.statuses)
-        total.reasons.update(batch.reasons)
-        total.seconds += batch.seconds
+        total.add(batch)
         if batch.claimed == 0:
             break
     return total
