@@ -27,6 +27,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	@bash .ci/system_deps.sh
 	@bash .ci/ensure_postgres.sh
 	@set -euo pipefail; \
 	 db="figalign_make_$$$$"; url="$${PG_ADMIN_URL:-$(PG_ADMIN_URL)}"; base="$${url%/*}"; \

@@ -1,4 +1,4 @@
-"""`figalign harvest arxiv|pmc …` and `figalign fetch`: the harvesting commands.
+"""`figalign harvest arxiv|pmc|biorxiv|medrxiv …` and `figalign fetch`: the harvesting commands.
 
 ``add_commands(subparsers)`` registers them on the main CLI. They assume a migrated store
 (`figalign db upgrade`). A multi-day ``--from/--until`` range is harvested one day-window
@@ -46,13 +46,17 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
         from figalign.sources.arxiv import ArxivSource
 
         source = ArxivSource(http, settings.arxiv_oai_url, settings.arxiv_base_url)
+    elif args.source in ("biorxiv", "medrxiv"):
+        from figalign.sources.biorxiv import source_from_env
+
+        source = source_from_env(http, args.source)
     else:
         from figalign.sources.pmc import PMC_OAI_URL, PmcSource
 
         source = PmcSource(http, settings.pmc_base_url, oai_url=args.oai_url or PMC_OAI_URL)
     remaining = args.limit
     for start, end in day_windows(args.from_, args.until):
-        for set_spec in args.set or [""]:
+        for set_spec in getattr(args, "set", None) or [""]:
             summary = harvest_window(engine, source, start, end, set_spec=set_spec, limit=remaining, force=args.force)
             print(json.dumps(summary.as_dict()), file=sys.stdout)
             if remaining is not None:
@@ -89,6 +93,14 @@ def add_commands(subparsers) -> None:
         p.add_argument("--force", action="store_true", help="harvest windows again even if done")
         if name == "pmc":
             p.add_argument("--oai-url", help="PMC OAI-PMH base URL (default: PMC's)")
+        p.set_defaults(func=_cmd_harvest)
+    for name in ("biorxiv", "medrxiv"):
+        # no --set: the API's category filter silently returns every category for a bad name
+        p = hs.add_parser(name, help=f"{name} via api.biorxiv.org/details (host: FIGALIGN_BIORXIV_API_URL)")
+        p.add_argument("--from", dest="from_", type=_date, required=True, help="first day, YYYY-MM-DD")
+        p.add_argument("--until", type=_date, required=True, help="last day (inclusive), YYYY-MM-DD")
+        p.add_argument("--limit", type=int, help="stop after about N records (whole pages); resumable")
+        p.add_argument("--force", action="store_true", help="harvest windows again even if done")
         p.set_defaults(func=_cmd_harvest)
     f = subparsers.add_parser("fetch", help="download files of harvested papers into the artifact store")
     f.add_argument("--limit", type=int, help="process at most N papers (one batch)")

@@ -22,6 +22,18 @@ which triggers **figalign_process**.
 Daily incremental harvest of PMC Open Access articles from the PMC Cloud Service (JATS XML,
 PDF, figure files, licence and retraction flags). Publishes `figalign://papers/pmc`.
 """ + COMMON,
+    "harvest_biorxiv": """### figalign · harvest bioRxiv
+Daily incremental harvest of bioRxiv from `api.biorxiv.org/details/biorxiv/{from}/{until}/{cursor}`
+(licence included; one entry per posted version, keyed by DOI and version). The cursor offset is
+saved after every page, so a crashed run resumes where it stopped. Papers without a reuse licence
+(`cc_no`) are recorded with the reason and not fetched. Fetch downloads the PDF (parsed with GROBID
+or PyMuPDF) and the JATS XML when listed (kept for its text; the API gives no figure images).
+Publishes `figalign://papers/biorxiv`. The `sets` parameter must stay empty.
+""" + COMMON,
+    "harvest_medrxiv": """### figalign · harvest medRxiv
+As **figalign_harvest_biorxiv**, for medRxiv (`api.biorxiv.org/details/medrxiv/…`, PDFs from
+www.medrxiv.org); every medRxiv category counts as Medicine. Publishes `figalign://papers/medrxiv`.
+""" + COMMON,
     "ingest_local": """### figalign · ingest a local folder
 Stores every paper of a folder (PDFs, JATS XML with figure files, LaTeX e-prints) and queues
 it for parsing. Publishes `figalign://papers/local`.

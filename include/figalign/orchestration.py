@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_current_context, task
 
-PAPERS = {src: Asset(f"figalign://papers/{src}") for src in ("arxiv", "pmc", "local")}
+PAPERS = {src: Asset(f"figalign://papers/{src}") for src in ("arxiv", "pmc", "biorxiv", "medrxiv", "local")}
 FIGURES = Asset("figalign://figures")
 CAPTIONS = Asset("figalign://recaptions")
 METRICS = Asset("figalign://metrics")
@@ -178,7 +178,8 @@ def _batch_params(batch_size: int, max_batches: int) -> dict:
 def build_process_dag() -> DAG:
     """fetch → parse → filter over new papers, in mapped batches, when a harvest lands."""
     schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 */6 * * *", timezone="UTC"),
-                                   assets=(PAPERS["arxiv"] | PAPERS["pmc"] | PAPERS["local"]))
+                                   assets=(PAPERS["arxiv"] | PAPERS["pmc"] | PAPERS["biorxiv"] | PAPERS["medrxiv"]
+                                           | PAPERS["local"]))
     with DAG(
         dag_id="figalign_process", schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
         default_args=DEFAULT_ARGS, tags=TAGS + ["process"], doc_md=_doc("process"),

@@ -194,6 +194,10 @@ def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit:
         from figalign.sources.pmc import PMC_OAI_URL, PmcSource
 
         src = PmcSource(http, settings.pmc_base_url, oai_url=PMC_OAI_URL)
+    elif source in ("biorxiv", "medrxiv"):
+        from figalign.sources.biorxiv import source_from_env
+
+        src = source_from_env(http, source)  # takes no sets: a non-empty one is a ConfigError
     else:
         raise ValueError(f"unknown harvest source {source!r}")
     results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force).as_dict()

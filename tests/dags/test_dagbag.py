@@ -13,8 +13,8 @@ from airflow.sdk.exceptions import ParamValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
-EXPECTED = {"figalign_harvest_arxiv", "figalign_harvest_pmc", "figalign_ingest_local", "figalign_process",
-            "figalign_recaption", "figalign_score", "figalign_export"}
+EXPECTED = {"figalign_harvest_arxiv", "figalign_harvest_pmc", "figalign_harvest_biorxiv", "figalign_harvest_medrxiv",
+            "figalign_ingest_local", "figalign_process", "figalign_recaption", "figalign_score", "figalign_export"}
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,39 @@ def test_process_dag_maps_stages_in_order_with_pools(dagbag):
 
 
 def test_harvest_dags_are_daily_without_catchup_and_validate_params(dagbag):
-    for source in ("arxiv", "pmc"):
+    for source in ("arxiv", "pmc", "biorxiv", "medrxiv"):
         dag = dagbag.dags[f"figalign_harvest_{source}"]
         assert dag.catchup is False
         assert dag.schedule == "@daily"
         assert set(dag.params.keys()) == {"sets", "limit", "force"}
         with pytest.raises(ParamValidationError, match="minimum"):
             dag.params["limit"] = 0
+
+
+def test_tasks_back_off_exponentially_and_stages_are_mapped_with_outlets(dagbag):
+    """Retries back off exponentially (capped); per-batch stages are mapped; sources publish Assets."""
+    for dag in dagbag.dags.values():
+        for t in dag.tasks:
+            assert t.retry_exponential_backoff and t.max_retry_delay is not None, (dag.dag_id, t.task_id)
+    stages = {"figalign_process": ("fetch", "parse", "filter"), "figalign_recaption": ("recaption",),
+              "figalign_score": ("score",)}
+    for dag_id, task_ids in stages.items():
+        dag = dagbag.dags[dag_id]
+        for task_id in task_ids:
+            task = dag.get_task(task_id)
+            assert type(task).__name__.endswith("MappedOperator"), (dag_id, task_id)
+            assert f"plan_{task_id}" in task.upstream_task_ids
+        assert "summary" in dag.task_ids and dag.get_task("summary").trigger_rule == "all_done"
+    outlets = {d: {a.name for t in dagbag.dags[d].tasks for a in t.outlets} for d in dagbag.dag_ids}
+    assert outlets["figalign_harvest_arxiv"] == {"figalign://papers/arxiv"}
+    assert outlets["figalign_harvest_pmc"] == {"figalign://papers/pmc"}
+    assert outlets["figalign_harvest_biorxiv"] == {"figalign://papers/biorxiv"}
+    assert outlets["figalign_harvest_medrxiv"] == {"figalign://papers/medrxiv"}
+    assert outlets["figalign_ingest_local"] == {"figalign://papers/local"}
+    assert outlets["figalign_process"] == {"figalign://figures"}
+
+
+def test_process_dag_runs_when_any_source_publishes_papers(dagbag):
+    condition = dagbag.dags["figalign_process"].timetable.asset_condition
+    assert {a.name for a in condition.objects} == {f"figalign://papers/{s}"
+                                                  for s in ("arxiv", "pmc", "biorxiv", "medrxiv", "local")}

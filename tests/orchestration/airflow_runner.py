@@ -23,7 +23,7 @@ DAGS = ROOT / "dags"
 AIRFLOW = Path(sys.executable).with_name("airflow")
 
 RUNNER = r"""
-import datetime as dt, json, os, sys
+import datetime as dt, json, os, sys, time
 if os.environ.get("FIGALIGN_TEST_LEASE_S"):
     from figalign.stages.parse import ParseStage
     ParseStage.lease_seconds = int(os.environ["FIGALIGN_TEST_LEASE_S"])
@@ -56,8 +56,10 @@ for spec in json.loads(sys.argv[2]):
     if spec.get("logical_date"):
         kwargs["logical_date"] = dt.datetime.fromisoformat(spec["logical_date"]).replace(tzinfo=dt.timezone.utc)
     print("STARTING " + spec["dag_id"], flush=True)
+    started = time.perf_counter()
     run = bag.dags[spec["dag_id"]].test(**kwargs)
     out.append({"dag_id": spec["dag_id"], "state": str(run.state), "run_id": run.run_id,
+                "wall_s": round(time.perf_counter() - started, 3),
                 "tasks": task_rows(spec["dag_id"], run.run_id)})
 print("RESULT " + json.dumps(out, default=str), flush=True)
 """
@@ -102,10 +104,9 @@ def run_dags(env: dict[str, str], specs: list[dict], *, timeout: float = 900) ->
     return result
 
 
-def start_dags(env: dict[str, str], specs: list[dict], log_path: Path) -> subprocess.Popen:
-    """Start the runner in its own process group (to be killed), output to ``log_path``."""
-    log = open(log_path, "w")  # noqa: SIM115 - closed by the caller through proc.stdout
-    return subprocess.Popen(runner_command(specs), env=env, stdout=log, stderr=subprocess.STDOUT,
+def start_dags(env: dict[str, str], specs: list[dict], log_file) -> subprocess.Popen:
+    """Start the runner in its own process group (so it can be killed whole); output to ``log_file``."""
+    return subprocess.Popen(runner_command(specs), env=env, stdout=log_file, stderr=subprocess.STDOUT,
                             cwd=str(ROOT), start_new_session=True)
 
 

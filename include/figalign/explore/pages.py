@@ -26,11 +26,10 @@ class ArtifactMissing(LookupError):
 def _candidates(art: Artifact, data_dir: Path) -> list[str]:
     """Where the bytes may be: the recorded URI, then the same object under this data dir
     (a store copied to another machine keeps its layout but not its absolute paths)."""
-    uri = art.storage_uri
-    out = [uri]
-    if "://" not in uri or uri.startswith("file://"):
-        suffix = "".join(Path(uri).suffixes[-2:]) if uri.endswith((".tar.gz", ".tei.xml")) else Path(uri).suffix
-        out.append(ArtifactStore(data_dir).uri_for(art.sha256, suffix))
+    out = [art.storage_uri]
+    folder = Path(ArtifactStore(data_dir).uri_for(art.sha256)).parent
+    if folder.is_dir():  # the sha is 64 hex chars (checked by the caller), so the glob is literal
+        out += sorted(str(p) for p in folder.glob(art.sha256 + "*") if str(p) != art.storage_uri)
     return out
 
 

@@ -158,7 +158,10 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
         return exists(select(1).select_from(cap).join(
             StageRun, and_(*conds, StageRun.entity_id == cast(cap.id, String))).where(cap.figure_id == fig.id))
     key = fig.paper_id if entity == "paper" else fig.id
-    return exists(select(1).where(*conds, StageRun.entity_id == cast(key, String)))
+    # OFFSET 0 keeps Postgres from turning the probe into a hash semi-join over every
+    # matching stage run followed by a full sort; as a per-row probe on the natural key
+    # the grid's id-ordered walk stops after one page of matches.
+    return exists(select(1).where(*conds, StageRun.entity_id == cast(key, String)).offset(0))
 
 
 def reason_key():

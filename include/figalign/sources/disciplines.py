@@ -1,4 +1,4 @@
-"""arXiv categories -> the discipline taxonomy of the S1-MMAlign dataset card.
+"""arXiv (and bioRxiv/medRxiv) categories -> the discipline taxonomy of the S1-MMAlign dataset card.
 
 The card groups papers into Mathematics, Physics, Chemistry, Biology, Astronomy, Earth
 Science, Medicine, Engineering, Computer Science and Other. arXiv has no chemistry,
@@ -71,3 +71,27 @@ def arxiv_category_discipline(category: str) -> str:
 def arxiv_discipline(categories: list[str]) -> str:
     """Discipline of a paper: that of its primary (first) category; Other when none."""
     return arxiv_category_discipline(categories[0]) if categories else OTHER
+
+
+# bioRxiv / medRxiv subject categories (as the API spells them, lower case). medRxiv is a
+# medical server, so all of it is Medicine. bioRxiv is Biology except where a category is
+# another discipline's by its name: bioengineering is Engineering, and the clinical
+# categories bioRxiv shares with medRxiv are Medicine. Anything unlisted takes the server's
+# default, so a new category can only be too broad, never dropped.
+PREPRINT_DEFAULT: dict[str, str] = {"biorxiv": BIOLOGY, "medrxiv": MEDICINE}
+BIORXIV_TABLE: dict[str, str] = {
+    "bioengineering": ENGINEERING,
+    "clinical trials": MEDICINE,
+    "epidemiology": MEDICINE,
+    "pathology": MEDICINE,
+    "pharmacology and toxicology": MEDICINE,
+    "scientific communication and education": OTHER,
+}
+
+
+def preprint_discipline(server: str, category: str | None) -> str:
+    """Discipline of a bioRxiv/medRxiv paper from its one category (``cancer biology``)."""
+    key = " ".join((category or "").lower().replace("_", " ").replace("-", " ").split())
+    if server == "biorxiv" and key in BIORXIV_TABLE:
+        return BIORXIV_TABLE[key]
+    return PREPRINT_DEFAULT.get(server, OTHER)

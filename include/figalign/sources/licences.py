@@ -26,6 +26,11 @@ OTHER = "other"
 ALL = frozenset({CC_BY, CC_BY_SA, CC_BY_NC, CC_BY_NC_SA, CC_BY_ND, CC_BY_NC_ND, CC0, PUBLIC_DOMAIN,
                  ARXIV_NONEXCLUSIVE, OTHER})
 EXPORT_DEFAULT = frozenset({CC_BY, CC_BY_SA, CC0, PUBLIC_DOMAIN})
+# bioRxiv/medRxiv "cc_no": the author kept all rights, so nothing grants text mining or
+# reuse. Deliberately outside ALL: no default policy processes it and export cannot opt in
+# to it; a source that has a separate TDM agreement may list it in its process set.
+ALL_RIGHTS_RESERVED = "all-rights-reserved"
+_NO_LICENCE_CODES = frozenset({"cc_no", "cc-no", "all rights reserved", ALL_RIGHTS_RESERVED})
 
 _CC_PATH = re.compile(r"creativecommons\.org/licen[cs]es/([a-z-]+)/", re.I)
 _CC_CODE = re.compile(r"^cc[\s_-]*(by(?:[\s_-]*(?:nc|sa|nd))*)", re.I)
@@ -46,6 +51,8 @@ def normalise(value: str | None) -> str | None:
     if "arxiv.org/licenses/" in low or low in ("arxiv", ARXIV_NONEXCLUSIVE):
         # nonexclusive-distrib/1.0 and the "assumed-1991-2003" terms of early papers
         return ARXIV_NONEXCLUSIVE
+    if low in _NO_LICENCE_CODES:
+        return ALL_RIGHTS_RESERVED
     if "publicdomain/zero" in low or low.replace(" ", "") in ("cc0", "cc0-1.0", "cczero"):
         return CC0
     if "publicdomain/mark" in low or low in ("public domain", "public-domain", "pd", "publicdomain"):
@@ -103,6 +110,8 @@ def _exclusion(point: str, licence: str | None, allowed: frozenset[str]) -> str 
 DEFAULT_POLICIES: dict[str, LicencePolicy] = {
     "arxiv": LicencePolicy(),
     "pmc": LicencePolicy(),
+    "biorxiv": LicencePolicy(),  # every CC code; cc_no (all-rights-reserved) is excluded
+    "medrxiv": LicencePolicy(),
 }
 
 

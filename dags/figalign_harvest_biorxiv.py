@@ -1,0 +1,5 @@
+"""Airflow DAG figalign_harvest_biorxiv: built by figalign.orchestration (logic lives in the figalign package)."""
+
+from figalign.orchestration import build_harvest_dag
+
+dag = build_harvest_dag("biorxiv")
