@@ -169,7 +169,7 @@ STATUS_COLUMNS = ("pending", "running", "done", "skipped", "failed")
 
 
 def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit: int | None = None,
-                   force: bool = False, ctx: RunContext | None = None,
+                   force: bool = False, process_licences=(), ctx: RunContext | None = None,
                    settings: Settings | None = None) -> dict[str, Any]:
     """Harvest one Airflow data interval of ``source`` (OAI days are inclusive).
 
@@ -200,7 +200,9 @@ def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit:
         src = source_from_env(http, source)  # takes no sets: a non-empty one is a ConfigError
     else:
         raise ValueError(f"unknown harvest source {source!r}")
-    results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force).as_dict()
+    policy = licence_policy(source, process_licences)
+    results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force,
+                       policy=policy).as_dict()
                for set_spec in (list(sets) or [""])]
     return {"source": source, "window": [start.isoformat(), end.isoformat()], "sets": results}
 
@@ -220,3 +222,22 @@ def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: boo
     results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), fmt, out_dir, incremental=incremental)
     return {"out_dir": str(out_dir), "formats": [{k: r[k] for k in ("format", "samples", "shards", "bytes")}
                                                  for r in results]}
+
+
+def licence_policy(source: str, process_licences=()):
+    """The source's licence policy, with the process allow-list replaced when one is given.
+
+    Papers outside the allow-list keep their row with the reason (never silently dropped).
+    """
+    from dataclasses import replace
+
+    from figalign.errors import ConfigError
+    from figalign.sources.licences import ALL, policy_for
+
+    policy = policy_for(source)
+    if not process_licences:
+        return policy
+    unknown = set(process_licences) - ALL
+    if unknown:
+        raise ConfigError(f"unknown licence ids {sorted(unknown)}; choose from {sorted(ALL)}")
+    return replace(policy, process=frozenset(process_licences))

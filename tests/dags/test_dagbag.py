@@ -79,7 +79,7 @@ def test_harvest_dags_are_daily_without_catchup_and_validate_params(dagbag):
         dag = dagbag.dags[f"figalign_harvest_{source}"]
         assert dag.catchup is False
         assert dag.schedule == "@daily"
-        assert set(dag.params.keys()) == {"sets", "limit", "force"}
+        assert set(dag.params.keys()) == {"sets", "limit", "force", "process_licences"}
         with pytest.raises(ParamValidationError, match="minimum"):
             dag.params["limit"] = 0
 
@@ -111,3 +111,25 @@ def test_process_dag_runs_when_any_source_publishes_papers(dagbag):
     condition = dagbag.dags["figalign_process"].timetable.asset_condition
     assert {a.name for a in condition.objects} == {f"figalign://papers/{s}"
                                                   for s in ("arxiv", "pmc", "biorxiv", "medrxiv", "local")}
+
+
+def test_licence_param_choices_match_the_licence_ids(dagbag):
+    from figalign.orchestration import LICENCE_IDS
+    from figalign.sources.licences import ALL
+
+    assert set(LICENCE_IDS) == set(ALL)
+    dag = dagbag.dags["figalign_harvest_arxiv"]
+    with pytest.raises(ParamValidationError):
+        dag.params["process_licences"] = ["cc-by", "gpl"]
+
+
+def test_a_process_allow_list_excludes_other_licences_with_a_reason():
+    from figalign.errors import ConfigError
+    from figalign.pipeline import licence_policy
+
+    policy = licence_policy("arxiv", ["cc-by", "cc0"])
+    assert policy.process_exclusion("cc-by") is None
+    assert "cc-by-nc not in the process allow-list" in policy.process_exclusion("cc-by-nc")
+    assert licence_policy("arxiv", []).process_exclusion("arxiv-nonexclusive") is None
+    with pytest.raises(ConfigError):
+        licence_policy("arxiv", ["gpl"])
