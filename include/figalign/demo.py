@@ -126,6 +126,7 @@ def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
         print(f"  {stage:<10} {counts}")
         for reason, n in info["top_reasons"].items():
             print(f"  {'':<10}   {n} × {reason}")
+    _print_figures(settings)
     exports = sorted((Path(settings.data_dir) / "exports").glob("*/*/README.md"))
     print(f"\n== done in {seconds:.0f}s; per DAG: {json.dumps(timings)}")
     print(f"input folders:     {', '.join(folders)}")
@@ -135,6 +136,23 @@ def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
         print(f"export + card:     {exports[-1].parent}")
     print("inspect:           .venv/bin/figalign status    |   make airflow  (UI at http://localhost:8080)")
     return 0
+
+
+def _print_figures(settings) -> None:
+    """Figures kept for the dataset, and why the others were left out."""
+    from sqlalchemy import func, select
+
+    from figalign.store.db import get_engine, session_scope
+    from figalign.store.models import Export, FigureRow
+
+    with session_scope(get_engine(settings)) as session:
+        rows = session.execute(select(FigureRow.filter_reason, func.count()).group_by(FigureRow.filter_reason)).all()
+        exports = session.execute(select(Export.format, Export.samples).order_by(Export.id.desc()).limit(3)).all()
+    kept = sum(n for reason, n in rows if reason is None)
+    print(f"\n== figures: {sum(n for _, n in rows)} parsed, {kept} kept for the dataset")
+    for reason, n in sorted(((r, n) for r, n in rows if r), key=lambda x: -x[1]):
+        print(f"  {n:>5} × {reason}")
+    print("== exported samples: " + ", ".join(f"{fmt}={n}" for fmt, n in exports))
 
 
 if __name__ == "__main__":
