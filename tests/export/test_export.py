@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
-import io
 import json
 import os
 import tarfile

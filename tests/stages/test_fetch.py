@@ -50,7 +50,7 @@ def harvest_pmc(engine, server, tmp_path):
 
 
 def test_pmc_fetch_stores_xml_pdf_and_figures_and_queues_parse(engine, server, tmp_path):
-    keys = serve_pmc(server)
+    serve_pmc(server)
     harvest_pmc(engine, server, tmp_path)
     store = ArtifactStore(tmp_path / "data")
     summary = drain(FetchStage(http(tmp_path), store), engine, size=10)

@@ -73,6 +73,7 @@ def test_scores_accepted_captions_once_with_the_right_values(store, models):
     for cid, text in texts.items():
         assert rows[(cid, "pppl")][3] == pytest.approx(pppl.score([text])[0].pppl, rel=1e-5)
         assert rows[(cid, "pppl")][6] == pppl.model_version
+        assert rows[(cid, "clip_cosine")][6] == clip.model_version
     long_row = rows[(store.captions["1:recaption"], "clip_cosine_sentmean")]
     assert long_row[5]["text_strategy"] == "sentence-mean" and long_row[5]["n_chunks"] > 1
     assert rows[(store.captions["1:recaption"], "clip_cosine")][5]["fits_context"] is False

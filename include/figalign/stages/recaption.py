@@ -41,7 +41,7 @@ from figalign.stages.base import BatchSummary, Outcome, Stage
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Paper, StageRun
-from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue
+from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue, stage_states
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,10 @@ class RecaptionStage(Stage):
     def _stale(self, session: Session, todo: list[str]) -> list[str]:
         """Finished rows of figures still to do: done (key changed), skipped (now ready), failed on an old key."""
         ready = self.check_ready() is None
-        stale: list[str] = []
-        for start in range(0, len(todo), _CHUNK):
-            rows = session.execute(
-                select(StageRun.entity_id, StageRun.status, StageRun.input_hash)
-                .where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type,
-                       StageRun.entity_id.in_(todo[start:start + _CHUNK]))).all()
-            for entity_id, status, input_hash in rows:
-                if (status == "done"
-                        or (status == "skipped" and ready)
-                        or (status == "failed" and input_hash != self.key_hash)):
-                    stale.append(entity_id)
-        return stale
+        return [entity_id for entity_id, status, input_hash
+                in stage_states(session, self.name, self.entity_type, todo, _CHUNK)
+                if status == "done" or (status == "skipped" and ready)
+                or (status == "failed" and input_hash != self.key_hash)]
 
     def process(self, session: Session, item: Claimed) -> Outcome:
         """One figure, synchronously (the generic runner's path; the batch runner is concurrent)."""

@@ -35,7 +35,7 @@ from figalign.metrics.clipscore import clip_model_id
 from figalign.stages.base import BatchSummary, Outcome, Stage
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, FigureRow, Metric, StageRun
-from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue
+from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue, stage_states
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,8 @@ class ScoreStage(Stage):
         return new + again
 
     def _stale(self, session: Session, todo: list[str]) -> list[str]:
-        stale: list[str] = []
-        for start in range(0, len(todo), _CHUNK):
-            rows = session.execute(
-                select(StageRun.entity_id, StageRun.status, StageRun.input_hash)
-                .where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type,
-                       StageRun.entity_id.in_(todo[start:start + _CHUNK]))).all()
-            stale += [e for e, status, h in rows if status in ("done", "skipped", "failed") and h != self.key_hash]
-        return stale
+        rows = stage_states(session, self.name, self.entity_type, todo, _CHUNK)
+        return [e for e, status, h in rows if status in ("done", "skipped", "failed") and h != self.key_hash]
 
     # -- the generic one-item path ---------------------------------------------------------
     def process(self, session: Session, item: Claimed) -> Outcome:

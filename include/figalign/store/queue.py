@@ -182,6 +182,22 @@ def finish(
     return status
 
 
+def stage_states(session: Session, stage: str, entity_type: str, entity_ids: list[str],
+                 chunk: int = 500) -> list[tuple[str, str, str | None]]:
+    """(entity id, status, input hash) of existing rows, looked up in chunks of ``chunk`` ids.
+
+    Stages whose work depends on a key (model, prompt, metrics) use it to find finished
+    items that a new key makes stale.
+    """
+    out: list[tuple[str, str, str | None]] = []
+    for start in range(0, len(entity_ids), chunk):
+        out += session.execute(
+            select(StageRun.entity_id, StageRun.status, StageRun.input_hash)
+            .where(StageRun.stage == stage, StageRun.entity_type == entity_type,
+                   StageRun.entity_id.in_(entity_ids[start:start + chunk]))).all()
+    return out
+
+
 def counts(session: Session, stage: str | None = None) -> dict[tuple[str, str], int]:
     """Rows per (stage, status), for summaries and the UI."""
     from sqlalchemy import func
