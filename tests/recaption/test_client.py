@@ -187,3 +187,53 @@ def test_config_from_settings():
     assert (cfg.base_url, cfg.model, cfg.api_key, cfg.max_in_flight) == ("http://127.0.0.1:1/v1", "m", "EMPTY", 4)
     with pytest.raises(FrozenInstanceError):
         cfg.model = "other"  # type: ignore[misc]
+
+
+def test_sends_the_same_request_as_the_sdk(server):
+    """The direct POST carries AsyncOpenAI.post's headers (auth, user agent, X-Stainless-*) and body."""
+    import httpx2
+    import openai
+
+    request = _request()
+
+    async def via_sdk():
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-test", timeout=5.0, max_retries=0) as sdk:
+            await sdk.post("/chat/completions", body=request, cast_to=httpx2.Response)
+    asyncio.run(via_sdk())
+    run(server, lambda c: c.complete(request), api_key="sk-test")
+    (sdk_headers, ours), (sdk_body, our_body) = server.state.headers, server.state.requests
+    assert ours == sdk_headers and ours["authorization"] == "Bearer sk-test"
+    assert our_body == sdk_body == request
+
+
+def test_connection_refused_is_transient():
+    async def main():
+        async with VllmClient(VllmConfig("http://127.0.0.1:1/v1", MODEL, max_retries=0)) as client:
+            await client.complete(_request())
+    with pytest.raises(TransientError, match="APIConnectionError"):
+        asyncio.run(main())
+
+
+def test_pools_together_allow_max_in_flight(server):
+    """Connections are split over several small pools; together they still carry max_in_flight at once."""
+    server.state.latency_s = 0.2
+
+    async def many(client):
+        return await asyncio.gather(*(client.complete(_request()) for _ in range(20)))
+    started = time.monotonic()
+    results, _ = run(server, many, max_in_flight=20)
+    assert len(results) == 20 and server.state.peak == 20
+    assert time.monotonic() - started < 2 * 0.2 + 1.0  # one wave, not one per pool
+
+
+def test_server_data_url_check_is_bounded_but_rejects_bad_payloads():
+    import base64
+
+    from tests.servers.openai_server import is_data_url
+
+    payload = base64.b64encode(bytes(range(256)) * 300).decode()
+    assert is_data_url("data:image/png;base64," + payload) and is_data_url("data:image/jpeg;base64,QUJD")
+    for bad in ("data:image/gif;base64,QUJD", "data:image/png;base64,", "data:image/png;base64,QU JD",
+                "data:image/png;base64," + payload + "!", "data:image/png;base64," + payload[:9000] + "é" + payload,
+                "https://example.org/a.png", None):
+        assert not is_data_url(bad), bad

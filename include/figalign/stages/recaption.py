@@ -187,10 +187,16 @@ def build_pair(inp: RecaptionInput, model: str, options: PromptOptions) -> tuple
     return request, shorten
 
 
-async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptions) -> None:
-    """Build and send one request, keeping the result or the classified error on ``work``."""
+async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptions,
+               builds: asyncio.Semaphore) -> None:
+    """Build and send one request, keeping the result or the classified error on ``work``.
+
+    Builds (image decode, downscale, base64) run in threads, at most ``builds`` at once: a
+    whole batch building together starves the event loop and delays the first requests.
+    """
     try:
-        request, shorten = await asyncio.to_thread(build_pair, work.inp, model, options)
+        async with builds:
+            request, shorten = await asyncio.to_thread(build_pair, work.inp, model, options)
         work.result = await client.complete(request, shorten=shorten)
     except TransientError as exc:
         work.error, work.retry, work.outcome = exc, True, Outcome("failed", f"transient: {exc}")
@@ -202,8 +208,9 @@ async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptio
 
 
 async def _ask_all(config: VllmConfig, works: list[_Work], model: str, options: PromptOptions) -> None:
+    builds = asyncio.Semaphore(max(8, 2 * config.max_in_flight))
     async with VllmClient(config) as client:
-        await asyncio.gather(*(_ask(client, w, model, options) for w in works))
+        await asyncio.gather(*(_ask(client, w, model, options, builds) for w in works))
 
 
 def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
