@@ -9,7 +9,8 @@ photographic panels) with captions, contexts, recaptions and metrics, then times
 
 MB/s counts image bytes only, for every row, so the ratio is the export's overhead.
 "data" times the samples → shards → manifest path (what grows with the dataset); "with
-card" adds the dataset card and its plots, a fixed cost of a second or two per export.
+card" adds the dataset card, its plots and the store's exports row, a fixed cost (~0.4–0.8 s here,
+mostly matplotlib; the card no longer imports ``datasets``).
 Usage: ``python bench/bench_export.py [--n 1500] [--side 160] [--repeat 3] [--md]``.
 """
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from figalign.export.common import Sample, features_for
+from figalign.export.common import Sample, features_dict, features_yaml
 from figalign.filters import FilterPolicy
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,8 @@ def _front_matter(fmt: str, stats: CardStats, features) -> list[str]:
         "tags": ["scientific-figures", "figalign"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": CONFIG_FILES[fmt]}]}],
     }
-    if features is not None:
-        import datasets
-
-        meta["dataset_info"] = dict(datasets.DatasetInfo(features=features)._to_yaml_dict(), config_name="default")
+    if features is not None:  # a features_dict, turned into the card's YAML without importing datasets
+        meta["dataset_info"] = dict(features_yaml(features), config_name="default")
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
 
 
@@ -230,9 +228,9 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
 def write_card(out_dir: Path, fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterPolicy) -> Path:
     """Write ``README.md`` (and ``features.json`` when ``datasets`` is installed)."""
     out_dir = Path(out_dir)
-    features = features_for(fmt, embed_images=bool(manifest.get("embed_images")))
+    features = features_dict(fmt, embed_images=bool(manifest.get("embed_images")))
     if features is not None:
-        (out_dir / "features.json").write_text(json.dumps(features.to_dict(), indent=1) + "\n", encoding="utf-8")
+        (out_dir / "features.json").write_text(json.dumps(features, indent=1) + "\n", encoding="utf-8")
     plots = _plots(stats, out_dir) if stats.metrics else []
     path = out_dir / "README.md"
     path.write_text(render(fmt, stats, manifest, policy, plots, features), encoding="utf-8")
