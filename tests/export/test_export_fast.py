@@ -100,3 +100,12 @@ def test_tar_header_extremes(size, mtime):
     info.size, info.mtime, info.mode = size, mtime, 0o644
     assert tar_header(name, size, mtime) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
 
+
+
+def test_parquet_stores_image_bytes_uncompressed_and_metadata_with_zstd():
+    from figalign.export.parquet import column_codecs, schema
+
+    codecs = column_codecs(schema(True))
+    assert codecs["image.bytes"] == "NONE" and codecs["image.path"] == "ZSTD"
+    assert codecs["caption"] == "ZSTD"
+    assert "image.bytes" not in column_codecs(schema(False))
