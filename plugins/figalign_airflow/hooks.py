@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from figalign.config import Settings, load_settings
 
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 def _connection(conn_id: str):
     try:
         return BaseHook.get_connection(conn_id)
-    except Exception as exc:  # AirflowNotFoundException and friends: the connection is optional
-        log.debug("connection %s not used: %s", conn_id, exc)
+    except AirflowNotFoundException:  # the connection is optional: the environment stands
+        log.debug("connection %s not defined; using the FIGALIGN_* environment", conn_id)
         return None
 
 
