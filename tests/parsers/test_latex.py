@@ -458,7 +458,7 @@ def test_registry_detects_and_parses(tmp_path, full_tree):
 def corpus_file(name: str) -> Path:
     path = CORPUS / name
     if not path.exists():
-        pytest.skip(f"shared corpus not available at {CORPUS} (needs /work/shared)")
+        pytest.skip(f"shared corpus not available at {CORPUS} (../shared beside the checkout)")
     return path
 
 
