@@ -124,18 +124,23 @@ def read_arg(text: str, i: int) -> tuple[str, int]:
     return text[j], j + 1
 
 
-def read_command_args(text: str, i: int, n_mandatory: int) -> tuple[list[str | None], list[str], int]:
-    """Optional arguments (any number, before the first mandatory one) and n mandatory ones."""
-    opts: list[str | None] = []
-    j = i
-    if j < len(text) and text[j] == "*":
-        j += 1
+def read_optionals(text: str, j: int) -> tuple[list[str], int]:
+    """Every ``[...]`` argument starting at ``j``, and the position after the last one."""
+    opts: list[str] = []
     while True:
         opt, k = read_optional(text, j)
         if opt is None:
-            break
+            return opts, j
         opts.append(opt)
         j = k
+
+
+def read_command_args(text: str, i: int, n_mandatory: int) -> tuple[list[str | None], list[str], int]:
+    """Optional arguments (any number, before the first mandatory one) and n mandatory ones."""
+    j = i
+    if j < len(text) and text[j] == "*":
+        j += 1
+    opts, j = read_optionals(text, j)
     args: list[str] = []
     for _ in range(n_mandatory):
         arg, j = read_arg(text, j)
@@ -643,17 +648,11 @@ def _sub_commands(masked: str) -> tuple[list[RawPanel], str]:
         j = m.end()
         if j < len(masked) and masked[j] == "*":
             j += 1
-        opts: list[str] = []
         caption = ""
         if m.group(1) == "subcaptionbox":
             _, j = read_optional(masked, j)
             caption, j = read_arg(masked, j)
-        while True:
-            opt, k = read_optional(masked, j)
-            if opt is None:
-                break
-            opts.append(opt)
-            j = k
+        opts, j = read_optionals(masked, j)
         if m.group(1) != "subcaptionbox":
             caption = opts[-1] if opts else ""
         _, j = read_arg(masked, j)
