@@ -20,7 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from figalign.store.models import StageRun, utcnow
-from figalign.store.upsert import upsert
+from figalign.store.upsert import insert_for
 
 
 @dataclass(frozen=True)
@@ -58,25 +58,22 @@ def enqueue(
     max_attempts: int = 3,
     input_hash: str | None = None,
 ) -> int:
-    """Add pending rows for entities not yet in this stage; return how many were new."""
+    """Add pending rows for entities not yet in this stage; return how many were new.
+
+    One ``INSERT … ON CONFLICT DO NOTHING`` per entity: an existing row is left as it is
+    (status, attempts, lease), and RETURNING tells new rows from existing ones.
+    """
+    insert = insert_for(session)
     new = 0
     for entity_id in entity_ids:
-        exists = session.execute(
-            select(StageRun.id).where(
-                StageRun.stage == stage, StageRun.entity_type == entity_type, StageRun.entity_id == str(entity_id)
-            )
-        ).first()
-        if exists:
-            continue
-        upsert(
-            session,
-            StageRun,
-            dict(stage=stage, entity_type=entity_type, entity_id=str(entity_id), status="pending",
-                 max_attempts=max_attempts, input_hash=input_hash),
-            key=("stage", "entity_type", "entity_id"),
-            update=(),
-        )
-        new += 1
+        stmt = (insert(StageRun.__table__)
+                .values(stage=stage, entity_type=entity_type, entity_id=str(entity_id), status="pending",
+                        attempts=0, max_attempts=max_attempts, input_hash=input_hash, output={},
+                        created_at=utcnow(), updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["stage", "entity_type", "entity_id"])
+                .returning(StageRun.__table__.c.id))
+        if session.execute(stmt).scalar() is not None:
+            new += 1
     return new
 
 

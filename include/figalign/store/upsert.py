@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from figalign.store.models import utcnow
 
 
-def _insert_for(session: Session):
+def insert_for(session: Session):
+    """The dialect's ``insert`` with ``on_conflict_*`` (Postgres or SQLite)."""
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
@@ -39,7 +40,7 @@ def upsert(
     if "updated_at" in table.c and "updated_at" not in values:
         values["updated_at"] = utcnow()
     cols = [c for c in (update if update is not None else values) if c not in key]
-    stmt = _insert_for(session)(table).values(**values)
+    stmt = insert_for(session)(table).values(**values)
     if cols:
         stmt = stmt.on_conflict_do_update(index_elements=list(key), set_={c: stmt.excluded[c] for c in cols})
     else:
