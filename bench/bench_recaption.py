@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                   "small_image_kb": round(len(small[0].image) / 1024, 1)}
         report["small"] = {**measure(base_url, small, args.requests, args.in_flight, args.latency),
                            **breakdown(small)}
-        if realistic:
+        if realistic and args.realistic_requests > 0:
             report["realistic"] = {**measure(base_url, realistic, args.realistic_requests, args.in_flight, args.latency),
                                    **breakdown(realistic), "images": len(realistic)}
             report["realistic_per_image"] = {Path(p).name: breakdown(inputs([(CORPUS / p).read_bytes()]), 3)

@@ -107,5 +107,199 @@ def test_parquet_stores_image_bytes_uncompressed_and_metadata_with_zstd():
 
     codecs = column_codecs(schema(True))
     assert codecs["image.bytes"] == "NONE" and codecs["image.path"] == "ZSTD"
-    assert codecs["caption"] == "ZSTD"
+    assert codecs["caption"] == "ZSTD" and codecs["contexts.list.element.text"] == "ZSTD"
     assert "image.bytes" not in column_codecs(schema(False))
+
+
+def test_parquet_file_uses_the_intended_codec_and_encoding_for_every_column(tmp_path):
+    """Every leaf column as written: zstd + dictionary, except the image bytes (plain, uncompressed).
+    (Nested columns such as contexts' text are matched by their full Parquet path.)"""
+    import pyarrow.parquet as pq
+
+    from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+
+    fs = _parquet_store(tmp_path, 3)
+    run_export(fs.engine, fs.store, "parquet", tmp_path / "o", options=ExportOptions(embed_images=True))
+    group = pq.ParquetFile(tmp_path / "o" / "data" / "train-000000.parquet").metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert "contexts.list.element.text" in columns and "categories.list.element" in columns
+    for path, col in columns.items():
+        if path == "image.bytes":
+            assert col.compression == "UNCOMPRESSED" and "RLE_DICTIONARY" not in col.encodings
+        else:
+            assert col.compression == "ZSTD" and "RLE_DICTIONARY" in col.encodings, path
+
+
+def test_tail_hasher_follows_a_file_written_by_another_writer(tmp_path):
+    """The helper thread hashes a file while a separate (native-like) writer appends to it,
+    in uneven pieces with pauses, and ends with the digest of every byte."""
+    import threading
+    import time
+
+    from figalign.export.manifest import TailHasher
+
+    path = tmp_path / "grow.bin"
+    pieces = [os.urandom(n) for n in (1, 4096, TailHasher.CHUNK + 7, 0, 333_333, TailHasher.CHUNK * 2, 5)]
+    fh = open(path, "wb", buffering=0)
+    hasher = TailHasher(path)
+    for i, piece in enumerate(pieces):
+        fh.write(piece)
+        if i % 2:
+            hasher.poke()
+        time.sleep(0.01)  # let the thread catch up and wait again
+    fh.close()
+    sha, size = hasher.finish()
+    data = b"".join(pieces)
+    assert size == len(data) and sha == hashlib.sha256(data).hexdigest()
+    assert not any(t.name.startswith("sha256:") for t in threading.enumerate())
+
+
+def test_hashing_writer_abort_stops_its_thread(tmp_path):
+    import threading
+
+    w = HashingWriter(tmp_path / "a.bin")
+    w.write(os.urandom(HashingWriter.POKE + 1))
+    w.abort()
+    assert not any(t.name == "sha256:a.bin.part" for t in threading.enumerate())
+    assert list(tmp_path.iterdir()) == []
+
+
+def _parquet_store(tmp_path, n):
+    from tests.figure_store import FigureStore, synthetic_figure
+
+    fs = FigureStore(tmp_path / "store")
+    paper = fs.paper("PMC1")
+    for i in range(n):
+        fs.figure(paper, synthetic_figure(i, (120, 90)), caption=f"Figure {i}. Spike rates over time.")
+    return fs
+
+
+def test_parquet_row_groups_follow_the_embedding(tmp_path):
+    """100-row groups with embedded images (as ``datasets`` writes image tables), one group of
+    metadata otherwise; a byte limit ends a group early."""
+    import pyarrow.parquet as pq
+
+    from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+
+    fs = _parquet_store(tmp_path, 230)
+    cases = {"embed": (ExportOptions(embed_images=True), [100, 100, 30]),
+             "meta": (ExportOptions(), [230]),
+             "bytes": (ExportOptions(embed_images=True, parquet_row_group_bytes=1), [1] * 230)}
+    for name, (opts, groups) in cases.items():
+        (summary,) = run_export(fs.engine, fs.store, "parquet", tmp_path / name, options=opts)
+        meta = pq.ParquetFile(tmp_path / name / "data" / "train-000000.parquet").metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == groups, name
+        assert summary["samples"] == 230
+        assert not list((tmp_path / name).rglob("*.part"))
+
+
+def test_parquet_failure_leaves_no_file(tmp_path, monkeypatch):
+    """A read error mid-export removes the unfinished file (no truncated Parquet under a final name)."""
+    from figalign.export import run_export
+    from figalign.export.common import Sample
+    from figalign.export.options import ExportOptions
+
+    fs = _parquet_store(tmp_path, 150)
+    real = Sample.read_image_into
+    calls = []
+
+    def flaky(self, store, view):
+        calls.append(1)
+        if len(calls) == 120:
+            raise OSError("disk went away")
+        return real(self, store, view)
+
+    monkeypatch.setattr(Sample, "read_image_into", flaky)
+    with pytest.raises(OSError, match="disk went away"):
+        run_export(fs.engine, fs.store, "parquet", tmp_path / "out", options=ExportOptions(embed_images=True))
+    assert not list((tmp_path / "out").rglob("*.parquet*"))
+
+
+def test_s1mmalign_record_order_and_paths():
+    from figalign.export.common import FIELDS, Sample
+    from figalign.export.s1mmalign import PAPER_FIELDS, record
+
+    meta = {k: f"v-{k}" for k in FIELDS}
+    rec = record(Sample("k", "pmc", "/x", "png", None, meta), "images/pmc/k.png", "images/pmc-000000.tar")
+    assert list(rec)[:len(PAPER_FIELDS)] == list(PAPER_FIELDS)
+    assert sorted(rec) == sorted(FIELDS)
+    assert rec["image_path"] == "images/pmc/k.png" and rec["image_tar"] == "images/pmc-000000.tar"
+    assert meta["image_path"] == "v-image_path"  # the sample's own record is not changed
+
+
+def test_frozen_heap_freezes_only_for_the_export():
+    import gc
+
+    from figalign.export import frozen_heap
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a heap frozen by someone else stays exactly as frozen
+    try:
+        before = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()
+
+
+def _embedded_images(path):
+    import pyarrow.parquet as pq
+
+    return {r["figure_id"]: r["image"]["bytes"] for r in pq.read_table(path, columns=["figure_id", "image"]).to_pylist()}
+
+
+def test_parquet_images_read_into_the_buffer_equal_the_stored_bytes(tmp_path):
+    """Embedded bytes equal the stored files, through the file fast path and through a store
+    that only offers ``read_bytes`` (a remote one); groups of uneven sizes reuse the buffer."""
+    from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+    from figalign.storage import ArtifactStore
+    from tests.figure_store import FigureStore, synthetic_figure
+
+    fs = FigureStore(tmp_path / "store")
+    paper = fs.paper("PMC1")
+    sizes = [(120, 90), (640, 480), (150, 120), (900, 700), (200, 150)] * 9
+    blobs = [synthetic_figure(i, size) for i, size in enumerate(sizes)]
+    for i, blob in enumerate(blobs):
+        fs.figure(paper, blob, caption=f"Figure {i}. Spike rates over time.")
+
+    class RemoteLike(ArtifactStore):
+        def read_bytes(self, uri):
+            return super().read_bytes(uri)
+
+    opts = ExportOptions(embed_images=True, parquet_row_group=7)
+    run_export(fs.engine, fs.store, "parquet", tmp_path / "file", options=opts)
+    run_export(fs.engine, RemoteLike(fs.store.root), "parquet", tmp_path / "remote", options=opts)
+    for name in ("file", "remote"):
+        got = _embedded_images(tmp_path / name / "data" / "train-000000.parquet")
+        assert sorted(got.values(), key=len) == sorted(blobs, key=len), name
+
+
+def test_parquet_refuses_an_image_changed_after_it_was_stored(tmp_path):
+    from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+
+    fs = _parquet_store(tmp_path, 5)
+    victim = _image_uris(fs)[2]
+    with open(victim, "ab") as fh:
+        fh.write(b"appended later")
+    with pytest.raises(OSError, match="the store recorded"):
+        run_export(fs.engine, fs.store, "parquet", tmp_path / "out", options=ExportOptions(embed_images=True))
+    assert not list((tmp_path / "out").rglob("*.parquet*"))
+
+
+def _image_uris(fs) -> list[str]:
+    from sqlalchemy import select
+
+    from figalign.store.db import session_scope
+    from figalign.store.models import Artifact, FigureRow
+
+    with session_scope(fs.engine) as s:
+        return s.execute(select(Artifact.storage_uri).join(FigureRow, FigureRow.image_artifact_id == Artifact.id)
+                         .order_by(FigureRow.id)).scalars().all()

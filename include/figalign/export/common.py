@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,10 +67,27 @@ class Sample:
                 return fh.read()
         return store.read_bytes(uri)
 
+    def read_image_into(self, store: ArtifactStore, view: memoryview) -> int:
+        """Read the image into ``view``; return its length (at most ``len(view)`` is read)."""
+        uri = self.image_uri
+        if type(store).read_bytes is _PLAIN_READ and ("://" not in uri or uri.startswith("file://")):
+            with open(uri.removeprefix("file://"), "rb", buffering=0) as fh:
+                total = 0
+                while total < len(view) and (n := fh.readinto(view[total:])):
+                    total += n
+                return total
+        data = store.read_bytes(uri)
+        n = min(len(data), len(view))
+        view[:n] = data[:n]
+        return len(data)
+
     @property
     def mtime(self) -> int:
         """Tar member time: the figure's creation (naive UTC), so re-exports are byte-identical."""
         return calendar.timegm(self.created.utctimetuple()) if self.created else 0
+
+
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def sample_key(figure_id: int, figure_key: str) -> str:
@@ -78,7 +96,7 @@ def sample_key(figure_id: int, figure_key: str) -> str:
     WebDataset splits a member name at the first dot of its basename, so dots (and
     colons, slashes) must go; the zero-padded figure id keeps keys unique and sorted.
     """
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in figure_key)
+    cleaned = _UNSAFE_KEY.sub("_", figure_key)
     return f"{figure_id:010d}-{cleaned.strip('_')[:80]}"  # member names stay within tar's 100 chars
 
 
@@ -99,27 +117,73 @@ def source_url(paper) -> str | None:
     return urls.get("landing") or urls.get("folder")
 
 
-def exportable(row, policy: FilterPolicy) -> bool:
+def exportable(row, paper, policy: FilterPolicy) -> bool:
     """Kept by the filter stage (or held back only by a policy reason), and allowed now."""
     if row.duplicate_of_id is not None or row.image_artifact_id is None:
         return False
     if row.filter_reason is not None and not is_policy_reason(row.filter_reason):
         return False
-    return policy_reason(row.licence, row.retracted, policy) is None
+    return policy_reason(paper.licence, paper.retracted, policy) is None
 
 
 # plain columns, not ORM entities: selection is a large share of export time
-COLUMNS = (FigureRow.id, FigureRow.figure_key, FigureRow.label, FigureRow.kind, FigureRow.width, FigureRow.height,
-           FigureRow.parser, FigureRow.parser_version, FigureRow.filter_reason, FigureRow.duplicate_of_id,
-           FigureRow.image_artifact_id, FigureRow.created_at, Paper.source, Paper.external_id, Paper.version,
-           Paper.doi, Paper.title, Paper.categories, Paper.discipline, Paper.licence, Paper.licence_url,
-           Paper.retracted, Paper.source_urls, Artifact.sha256, Artifact.size, Artifact.storage_uri,
-           Artifact.media_type)
+COLUMNS = (FigureRow.id, FigureRow.paper_id, FigureRow.figure_key, FigureRow.label, FigureRow.kind, FigureRow.width,
+           FigureRow.height, FigureRow.parser, FigureRow.parser_version, FigureRow.filter_reason,
+           FigureRow.duplicate_of_id, FigureRow.image_artifact_id, FigureRow.created_at, Artifact.sha256,
+           Artifact.size, Artifact.storage_uri, Artifact.media_type)
+PAPER_COLUMNS = (Paper.id, Paper.source, Paper.external_id, Paper.version, Paper.doi, Paper.title, Paper.categories,
+                 Paper.discipline, Paper.licence, Paper.licence_url, Paper.retracted, Paper.source_urls)
+
+
+@dataclass(frozen=True)
+class PaperFields:
+    """A paper's share of every sample's record, built once per paper (not once per figure:
+    papers have several figures, and their JSON columns cost a decode each)."""
+
+    source: str
+    external_id: str | None
+    version: str | None
+    doi: str | None
+    arxiv_id: str | None
+    title: str | None
+    categories: list[str]
+    discipline: str | None
+    licence: str | None
+    licence_url: str | None
+    retracted: bool
+    source_url: str | None
+
+    @classmethod
+    def of(cls, row) -> PaperFields:
+        version = f"v{row.version.lstrip('v')}" if row.version else ""
+        arxiv_id = f"{row.external_id}{version}" if row.source == "arxiv" else None
+        return cls(row.source, row.external_id, row.version or None, row.doi, arxiv_id, row.title,
+                   [str(c) for c in (row.categories or [])], row.discipline, row.licence, row.licence_url,
+                   bool(row.retracted), source_url(row))
+
+
+class PaperCache:
+    """``PaperFields`` by paper id, loaded for a chunk's papers in one query; bounded, since
+    figures come in id order and a paper's figures are mostly next to each other."""
+
+    LIMIT = 20_000
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.papers: dict[int, PaperFields] = {}
+
+    def load(self, paper_ids: set[int]) -> dict[int, PaperFields]:
+        missing = paper_ids - self.papers.keys()
+        if len(self.papers) + len(missing) > self.LIMIT:
+            self.papers = {pid: self.papers[pid] for pid in paper_ids - missing}
+        if missing:
+            rows = self.session.execute(select(*PAPER_COLUMNS).where(Paper.id.in_(missing)))
+            self.papers.update((row.id, PaperFields.of(row)) for row in rows)
+        return self.papers
 
 
 def _base_query(since: dt.datetime | None):
     query = (select(*COLUMNS)
-             .join(Paper, Paper.id == FigureRow.paper_id)
              .join(Artifact, Artifact.id == FigureRow.image_artifact_id)
              .where(FigureRow.duplicate_of_id.is_(None))
              .order_by(FigureRow.id))
@@ -135,27 +199,30 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
                  since: dt.datetime | None = None) -> Iterator[Sample]:
     """Exportable samples in figure-id order, loaded in chunks (constant memory)."""
     policy = policy or FilterPolicy.from_env()
+    papers = PaperCache(session)
     last_id = 0
     while True:
         rows = session.execute(_base_query(since).where(FigureRow.id > last_id).limit(CHUNK)).all()
         if not rows:
             return
         last_id = rows[-1].id
-        yield from _build(session, [r for r in rows if exportable(r, policy)])
+        by_id = papers.load({r.paper_id for r in rows})
+        keep = [(r, by_id[r.paper_id]) for r in rows if exportable(r, by_id[r.paper_id], policy)]
+        yield from _build(session, keep)
 
 
 def _build(session: Session, rows: list) -> Iterator[Sample]:
-    ids = [r.id for r in rows]
+    ids = [r.id for r, _ in rows]
     if not ids:
         return
     originals, recaptions = _captions(session, ids)
     contexts = _contexts(session, ids)
     metrics = _metrics(session, ids)
-    for row in rows:
+    for row, paper in rows:
         caption = originals.get(row.id)
         if not caption:
             continue  # no original caption: not a sample (the filter stage records why)
-        yield _sample(row, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id])
+        yield _sample(row, paper, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id])
 
 
 def _captions(session: Session, ids: list[int]) -> tuple[dict[int, str], dict[int, Any]]:
@@ -195,17 +262,15 @@ def _metrics(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]
     return out
 
 
-def _sample(row, caption: str, recap, contexts: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> Sample:
+def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[str, Any]],
+            metrics: list[dict[str, Any]]) -> Sample:
     key = sample_key(row.id, row.figure_key)
-    arxiv = row.source == "arxiv"
-    version = f"v{row.version.lstrip('v')}" if row.version else ""
     meta = {
         "key": key, "figure_id": row.id, "figure_key": row.figure_key, "label": row.label, "kind": row.kind,
-        "source": row.source, "external_id": row.external_id, "version": row.version or None,
-        "doi": row.doi, "arxiv_id": f"{row.external_id}{version}" if arxiv else None,
-        "title": row.title, "categories": [str(c) for c in (row.categories or [])],
-        "discipline": row.discipline, "licence": row.licence, "licence_url": row.licence_url,
-        "source_url": source_url(row), "image_path": None, "image_tar": None, "image_sha256": row.sha256,
+        "source": paper.source, "external_id": paper.external_id, "version": paper.version,
+        "doi": paper.doi, "arxiv_id": paper.arxiv_id, "title": paper.title, "categories": list(paper.categories),
+        "discipline": paper.discipline, "licence": paper.licence, "licence_url": paper.licence_url,
+        "source_url": paper.source_url, "image_path": None, "image_tar": None, "image_sha256": row.sha256,
         "image_bytes": int(row.size), "width": row.width, "height": row.height,
         "caption": caption, "recaption": recap.text if recap else None,
         "recaption_model": recap.model if recap else None,
@@ -214,7 +279,7 @@ def _sample(row, caption: str, recap, contexts: list[dict[str, Any]], metrics: l
         "contexts": contexts, "metrics": metrics, "parser": row.parser, "parser_version": row.parser_version,
     }
     ext = MEDIA_EXT.get(row.media_type or "", "png")
-    return Sample(key, row.source, row.storage_uri, ext, row.created_at, meta)
+    return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta)
 
 
 def pa_schema(*, with_image: bool = False):

@@ -14,12 +14,13 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from figalign.export.common import Sample
+from figalign.export.common import FIELDS, Sample
 from figalign.export.manifest import HashingWriter, ShardInfo, TarShards
 from figalign.export.options import ExportOptions, WriteResult
 from figalign.storage import ArtifactStore
 
 PAPER_FIELDS = ("doi", "arxiv_id", "title", "image_path", "caption", "recaption", "categories")
+ORDER = PAPER_FIELDS + tuple(k for k in FIELDS if k not in PAPER_FIELDS)
 
 
 def _safe(name: str) -> str:
@@ -28,9 +29,9 @@ def _safe(name: str) -> str:
 
 def record(sample: Sample, image_path: str, image_tar: str) -> dict:
     """The JSONL record: the paper's fields first, then ours in the shared order."""
-    meta = dict(sample.meta, image_path=image_path, image_tar=image_tar)
-    out = {k: meta[k] for k in PAPER_FIELDS}
-    out.update((k, v) for k, v in meta.items() if k not in out)
+    meta = sample.meta
+    out = {k: meta[k] for k in ORDER}
+    out["image_path"], out["image_tar"] = image_path, image_tar  # keys exist: their places are kept
     return out
 
 

@@ -111,7 +111,9 @@ def _hist_panels(panels: list, path: Path, xlabel: str, empty: str) -> Path:
             for kind, style in KIND_STYLE.items():
                 vals = data.get(kind, [])
                 if vals:
-                    ax.hist(vals, bins=bins, alpha=0.55, color=style["color"], label=_label(kind, vals))
+                    # stepfilled: one polygon per series instead of one rectangle per bin
+                    ax.hist(vals, bins=bins, alpha=0.55, color=style["color"], label=_label(kind, vals),
+                            histtype="stepfilled")
                     ax.axvline(float(np.mean(vals)), color=style["color"], linestyle="--", linewidth=1.5)
             ax.legend(fontsize=8)
         ax.set(xlabel=xlabel, ylabel="captions", title=f"{name} (dashed: means)\n{model}".strip())
@@ -120,8 +122,11 @@ def _hist_panels(panels: list, path: Path, xlabel: str, empty: str) -> Path:
 
 
 def _save(fig, plt, path: Path) -> Path:
+    """Fixed margins (room for the two-line titles and the axis labels): ``tight_layout``
+    measures every text artist and cost more than drawing the figure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.13, top=0.84, wspace=0.9 / 6)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
