@@ -7,6 +7,7 @@ the client's CPU time per request, for small (~64 KB PNG, sent as is) and realis
 images (corpus figures: PNGs sent as is, large TIFFs decoded, downscaled to the pixel
 budget and re-encoded). A single-threaded breakdown of the client's per-request work
 (image encode, request build with base64, JSON serialisation) says where the time goes.
+Requests take the recaption stage's own path (``figalign.stages.recaption.ask_all``), minus the store.
 
     .venv/bin/python bench/bench_recaption.py [--requests 1280] [--realistic-requests 320] [--in-flight 64] [--latency 0.3]
 """
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from figalign.recaption.client import VllmClient, VllmConfig  # noqa: E402
 from figalign.recaption.prompt import ContextIn, PromptOptions, RecaptionInput, encode_image  # noqa: E402
-from figalign.stages.recaption import build_pair  # noqa: E402
+from figalign.stages.recaption import Work, ask_all, build_pair  # noqa: E402
+from figalign.store.queue import Claimed  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "jats"
 REALISTIC = ["plos_pone.0000010/pone.0000010.g001.png", "plos_pone.0000010/pone.0000010.g002.png",
@@ -65,20 +67,28 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-async def _one(client: VllmClient, inp: RecaptionInput, options: PromptOptions) -> None:
-    request, shorten = await asyncio.to_thread(build_pair, inp, MODEL, options)
-    await client.complete(request, shorten=shorten)
+def _works(items: list[RecaptionInput], n: int) -> list[Work]:
+    return [Work(Claimed(i, "recaption", "figure", str(i), 1), inp=items[i % len(items)]) for i in range(n)]
 
 
 async def _run(base_url: str, items: list[RecaptionInput], n: int, in_flight: int,
                options: PromptOptions) -> tuple[float, float]:
-    """Wall and CPU seconds of the ``n`` measured requests (client start and warm-up excluded)."""
+    """Wall and CPU seconds of the ``n`` measured requests (client start and warm-up excluded).
+
+    Requests go through the recaption stage's own concurrent path (``ask_all``: builds in
+    worker threads, bounded, then ``complete()``), minus the store.
+    """
     config = VllmConfig(base_url, MODEL, timeout_s=60, max_in_flight=in_flight)
     async with VllmClient(config) as client:
-        await _one(client, items[0], options)  # warm the connection pool's first connection
+        await ask_all(client, _works(items, 1), MODEL, options)  # warm the pool's first connection
+        works = _works(items, n)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(_one(client, items[i % len(items)], options) for i in range(n)))
-        return time.perf_counter() - wall0, time.process_time() - cpu0
+        await ask_all(client, works, MODEL, options)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    failed = [w.outcome.reason for w in works if w.result is None]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {n} requests failed, e.g. {failed[0]}")
+    return wall, cpu
 
 
 def measure(base_url: str, items: list[RecaptionInput], n: int, in_flight: int, latency: float) -> dict:

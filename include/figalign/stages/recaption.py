@@ -131,7 +131,7 @@ class RecaptionStage(Stage):
 
 
 @dataclass
-class _Work:
+class Work:
     """A claimed item on its way through the batch."""
 
     item: Claimed
@@ -187,7 +187,7 @@ def build_pair(inp: RecaptionInput, model: str, options: PromptOptions) -> tuple
     return request, shorten
 
 
-async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptions,
+async def _ask(client: VllmClient, work: Work, model: str, options: PromptOptions,
                builds: asyncio.Semaphore) -> None:
     """Build and send one request, keeping the result or the classified error on ``work``.
 
@@ -207,10 +207,16 @@ async def _ask(client: VllmClient, work: _Work, model: str, options: PromptOptio
         work.error, work.outcome = exc, Outcome("failed", f"unexpected {type(exc).__name__}: {exc}")
 
 
-async def _ask_all(config: VllmConfig, works: list[_Work], model: str, options: PromptOptions) -> None:
-    builds = asyncio.Semaphore(max(8, 2 * config.max_in_flight))
+async def ask_all(client: VllmClient, works: list[Work], model: str, options: PromptOptions) -> None:
+    """Send every work item's request through ``client`` (whose semaphore bounds requests in
+    flight), building at most twice as many requests as can be in flight at once."""
+    builds = asyncio.Semaphore(max(8, 2 * client.config.max_in_flight))
+    await asyncio.gather(*(_ask(client, w, model, options, builds) for w in works))
+
+
+async def _ask_all(config: VllmConfig, works: list[Work], model: str, options: PromptOptions) -> None:
     async with VllmClient(config) as client:
-        await asyncio.gather(*(_ask(client, w, model, options, builds) for w in works))
+        await ask_all(client, works, model, options)
 
 
 def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
@@ -234,19 +240,19 @@ def store_result(session: Session, stage: RecaptionStage, figure_id: int, result
 
 async def _process_alone(stage: RecaptionStage, session: Session, item: Claimed) -> Outcome:
     config = VllmConfig.from_settings(stage.settings, model=stage.model)
-    work = _Work(item, inp=load_input(session, stage.settings, int(item.entity_id)))
+    work = Work(item, inp=load_input(session, stage.settings, int(item.entity_id)))
     await _ask_all(config, [work], stage.model, stage.options)
     if work.error is not None:
         raise work.error
     return store_result(session, stage, int(item.entity_id), work.result)
 
 
-def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[_Work]:
+def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[Work]:
     """Read inputs; items already done under this key (and not forced) end as done at once."""
     works = []
     with session_scope(engine) as session:
         for item in items:
-            work = _Work(item)
+            work = Work(item)
             try:
                 figure_id = int(item.entity_id)
                 existing = None if stage.force else stage.existing_caption(session, figure_id)
@@ -264,7 +270,7 @@ def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> li
     return works
 
 
-def _record(engine: Engine, stage: RecaptionStage, work: _Work, ctx: RunContext) -> tuple[str, str | None]:
+def _record(engine: Engine, stage: RecaptionStage, work: Work, ctx: RunContext) -> tuple[str, str | None]:
     """Store the caption (if any) and finish the stage run, in one transaction per item."""
     with session_scope(engine) as session:
         outcome = work.outcome
@@ -297,7 +303,7 @@ def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx:
     summary.claimed = len(items)
     not_ready = stage.check_ready()
     if not_ready:
-        works = [_Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
+        works = [Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
     else:
         works = _load_all(engine, stage, items)
         todo = [w for w in works if w.outcome is None]
