@@ -158,6 +158,53 @@ def test_batch_requests_run_concurrently(tmp_path, server):
     assert server.state.peak >= 4 and elapsed < 8 * 0.3
 
 
+def test_answers_are_recorded_as_they_arrive_not_after_the_batch(tmp_path, server):
+    """While one request is still out (a slow answer), the others' captions and stage runs are
+    already committed: a worker killed now would lose only the request in flight."""
+    import threading
+
+    server.state.faults.append("hang")  # whichever request comes first waits hang_s, then answers
+    server.state.hang_s = 2.0
+    engine, settings, ids = _store(tmp_path, server, figures=4)
+    result = {}
+    batch = threading.Thread(target=lambda: result.update(summary=run_recaption_batch(
+        engine, settings, 4, client_overrides={**FAST, "timeout_s": 10.0})))
+    batch.start()
+    seen_while_running = None
+    deadline = time.monotonic() + 10
+    while batch.is_alive() and time.monotonic() < deadline:
+        with session_scope(engine) as session:
+            done = session.execute(select(func.count()).select_from(StageRun).where(
+                StageRun.stage == "recaption", StageRun.status == "done")).scalar()
+        if done == 3:
+            seen_while_running = (len(_recaptions(engine)), batch.is_alive())
+            break
+        time.sleep(0.05)
+    batch.join(15)
+    assert seen_while_running == (3, True)
+    assert dict(result["summary"].statuses) == {"done": 4} and len(_recaptions(engine)) == 4
+
+
+def test_store_failure_while_recording_fails_the_batch_and_leaves_items_claimed(tmp_path, server, monkeypatch):
+    """Trouble with the store is the batch's: it raises, and what was not recorded stays claimed
+    (running, leased) for a later run instead of being marked anything it is not."""
+    engine, settings, ids = _store(tmp_path, server, figures=3)
+    real = stage_mod._record
+    calls = []
+
+    def flaky(engine_, stage, work, ctx):
+        calls.append(work.item.entity_id)
+        if len(calls) == 2:
+            raise stage_mod.TransientError("store went away")
+        return real(engine_, stage, work, ctx)
+
+    monkeypatch.setattr(stage_mod, "_record", flaky)
+    with pytest.raises(stage_mod.TransientError, match="store went away"):
+        run_recaption_batch(engine, settings, 3, client_overrides=FAST)
+    statuses = sorted(r.status for r in _runs(engine).values())
+    assert statuses == ["done", "running", "running"] and len(_recaptions(engine)) == 1
+
+
 def test_limit_caps_the_figures_claimed(tmp_path, server):
     engine, settings, ids = _store(tmp_path, server, figures=5)
     summary = drain_recaption(engine, settings, limit=3, batch_size=2, client_overrides=FAST)

@@ -7,6 +7,11 @@ store, and gets a ``paper_files`` row. When all files are in, the paper is queue
 ``parse``. A permanent error on any file (a 404 among many) fails the paper with that
 reason; the other papers of the batch are unaffected. Files already stored for the paper
 are not downloaded again when the item is retried.
+
+A paper listed again with a newer ``updated`` date (a new arXiv version: arXiv keeps one
+row per paper) is fetched again: each ``paper_files`` row remembers the listing it was
+downloaded for, files of an older listing are downloaded anew, and when any file's
+content changed the paper is queued for ``parse`` again, which replaces its figures.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from figalign.sources.record import FileRef, files_from_source_urls
 from figalign.stages.base import Outcome, Stage
 from figalign.storage import ArtifactStore, guess_media_type, record_artifact
 from figalign.store.models import Paper, PaperFile, StageRun
-from figalign.store.queue import Claimed, enqueue
+from figalign.store.queue import Claimed, enqueue, requeue
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -70,11 +75,24 @@ class FetchStage(Stage):
         refs = files_from_source_urls(paper.source_urls)
         if not refs:
             return Outcome.skipped("source listed no files to fetch")
-        have = {(r, n) for r, n in session.execute(
-            select(PaperFile.role, PaperFile.name).where(PaperFile.paper_id == paper.id)).all()}
+        before = {(r, n): (a, fetched_for) for r, n, a, fetched_for in session.execute(
+            select(PaperFile.role, PaperFile.name, PaperFile.artifact_id, PaperFile.source_updated_at)
+            .where(PaperFile.paper_id == paper.id)).all()}
+        have = {key for key, (_, fetched_for) in before.items() if _current(fetched_for, paper.source_updated_at)}
+        outdated = len(before) - len(have)  # files of an older listing: a new version
         fetched, total = self._fetch_all(session, paper, refs, have)
-        enqueue(session, "parse", "paper", [str(paper.id)])
-        return Outcome.done(files=len(refs), downloaded=fetched, bytes=total)
+        changed = self._changed(session, paper.id, before)
+        if not enqueue(session, "parse", "paper", [str(paper.id)]) and changed:
+            requeue(session, "parse", "paper", [str(paper.id)])
+        return Outcome.done(files=len(refs), downloaded=fetched, bytes=total, changed=changed,
+                            new_version=outdated > 0)
+
+    @staticmethod
+    def _changed(session: Session, paper_id: int, before: dict) -> int:
+        """Files whose content is new since the previous fetch (new files included)."""
+        after = session.execute(select(PaperFile.role, PaperFile.name, PaperFile.artifact_id)
+                                .where(PaperFile.paper_id == paper_id)).all()
+        return sum(1 for r, n, a in after if before.get((r, n), (None,))[0] != a)
 
     def _fetch_all(self, session: Session, paper: Paper, refs: list[FileRef], have: set) -> tuple[int, int]:
         fetched = total = 0
@@ -85,7 +103,7 @@ class FetchStage(Stage):
             if (ref.role, ref.name) in have:
                 continue
             try:
-                total += self._fetch_one(session, paper.id, ref)
+                total += self._fetch_one(session, paper, ref)
             except HttpStatusError as exc:
                 if ref.role == "eprint" and exc.status == 404 and paper.source == "arxiv":
                     log.info("arXiv %s has no e-print source (PDF-only submission)", paper.external_id)
@@ -95,7 +113,7 @@ class FetchStage(Stage):
             fetched += 1
         return fetched, total
 
-    def _fetch_one(self, session: Session, paper_id: int, ref: FileRef) -> int:
+    def _fetch_one(self, session: Session, paper: Paper, ref: FileRef) -> int:
         got = self.http.download(ref.url, md5=ref.md5)
         try:
             media_type = _media_type(ref, got.content_type)
@@ -104,10 +122,22 @@ class FetchStage(Stage):
             for p in (got.path, _named(got.path, ref)):
                 Path(p).unlink(missing_ok=True)
         artifact_id = record_artifact(session, obj, origin_url=ref.url)
-        upsert(session, PaperFile, dict(paper_id=paper_id, role=ref.role, name=ref.name,
-                                        artifact_id=artifact_id, origin_url=ref.url),
+        upsert(session, PaperFile, dict(paper_id=paper.id, role=ref.role, name=ref.name, artifact_id=artifact_id,
+                                        origin_url=ref.url, source_updated_at=paper.source_updated_at),
                key=("paper_id", "role", "name"))
         return obj.size
+
+
+def _current(fetched_for, listed) -> bool:
+    """Whether a file fetched for listing ``fetched_for`` belongs to the paper as listed now.
+
+    A paper without an update date never goes stale. Files fetched before listings were
+    recorded (``None``) are fetched again once the paper has one: fetch only runs again
+    when the harvest saw the listing change, or to retry a failed fetch.
+    """
+    if listed is None or fetched_for == listed:
+        return True
+    return fetched_for is not None and fetched_for > listed
 
 
 def _named(tmp: Path, ref: FileRef) -> Path:

@@ -7,8 +7,9 @@ new prompt version (new hash) queues every figure again while keeping the old ro
 
 Unlike the generic ``run_batch``, a claimed batch is processed concurrently: requests
 for all claimed figures are built (in worker threads: image encoding is CPU work that
-releases the GIL) and sent together under the client's semaphore, then every outcome is
-recorded, one transaction per item, with ``finish()``: done, failed or skipped.
+releases the GIL) and sent together under the client's semaphore, and each outcome is
+recorded as soon as it is in (``Recorder``, one transaction per item, with ``finish()``:
+done, failed or skipped).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,16 +210,25 @@ async def _ask(client: VllmClient, work: Work, model: str, options: PromptOption
         work.error, work.outcome = exc, Outcome("failed", f"unexpected {type(exc).__name__}: {exc}")
 
 
-async def ask_all(client: VllmClient, works: list[Work], model: str, options: PromptOptions) -> None:
+async def ask_all(client: VllmClient, works: list[Work], model: str, options: PromptOptions,
+                  on_done: Callable[[Work], None] | None = None) -> None:
     """Send every work item's request through ``client`` (whose semaphore bounds requests in
-    flight), building at most twice as many requests as can be in flight at once."""
+    flight), building at most twice as many requests as can be in flight at once.
+    ``on_done`` gets each item as soon as its answer (or error) is in."""
     builds = asyncio.Semaphore(max(8, 2 * client.config.max_in_flight))
-    await asyncio.gather(*(_ask(client, w, model, options, builds) for w in works))
+
+    async def one(work: Work) -> None:
+        await _ask(client, work, model, options, builds)
+        if on_done is not None:
+            on_done(work)
+
+    await asyncio.gather(*(one(w) for w in works))
 
 
-async def _ask_all(config: VllmConfig, works: list[Work], model: str, options: PromptOptions) -> None:
+async def _ask_all(config: VllmConfig, works: list[Work], model: str, options: PromptOptions,
+                   on_done: Callable[[Work], None] | None = None) -> None:
     async with VllmClient(config) as client:
-        await ask_all(client, works, model, options)
+        await ask_all(client, works, model, options, on_done)
 
 
 def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
@@ -283,6 +295,45 @@ def _record(engine: Engine, stage: RecaptionStage, work: Work, ctx: RunContext) 
     return final, outcome.reason
 
 
+class Recorder:
+    """Records finished items from a thread of its own, each as soon as it is finished.
+
+    A batch's answers arrive over minutes; writing each one when it lands (instead of all
+    after the last) means a worker killed mid-batch loses only the requests still in flight,
+    and the event loop never waits on the store. One thread, so writes never contend with
+    each other. If the store fails, the rest stay claimed (their leases expire and they are
+    retried) and ``close`` raises: trouble with the store is the batch's, not an item's.
+    """
+
+    def __init__(self, engine: Engine, stage: RecaptionStage, ctx: RunContext, summary: BatchSummary):
+        self.engine, self.stage, self.ctx, self.summary = engine, stage, ctx, summary
+        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="recaption-recorder", daemon=True)
+        self._thread.start()
+
+    def put(self, work: Work) -> None:
+        self._queue.put(work)
+
+    def _run(self) -> None:
+        while (work := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # the store failed: leave the rest claimed
+            try:
+                self.summary.count(*_record(self.engine, self.stage, work, self.ctx))
+            except Exception as exc:  # reported by close(), in the batch's thread
+                log.exception("recaption: recording figure %s failed", work.item.entity_id)
+                self._error = exc
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until everything put so far is recorded; raise the store's error if any
+        (not when the batch is already failing with an error of its own)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and raise_error:
+            raise self._error
+
+
 def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx: RunContext | None = None,
                         force: bool = False, *, options: PromptOptions | None = None, model: str | None = None,
                         discover: bool = True, client_overrides: dict[str, Any] | None = None) -> BatchSummary:
@@ -302,16 +353,23 @@ def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx:
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
-    if not_ready:
-        works = [Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
-    else:
-        works = _load_all(engine, stage, items)
+    recorder = Recorder(engine, stage, ctx, summary)
+    try:
+        if not_ready:
+            works = [Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
+        else:
+            works = _load_all(engine, stage, items)
         todo = [w for w in works if w.outcome is None]
+        for work in works:
+            if work.outcome is not None:  # skipped, done before, or failed to load: recorded now
+                recorder.put(work)
         if todo:
             config = VllmConfig.from_settings(settings, model=stage.model, **(client_overrides or {}))
-            asyncio.run(_ask_all(config, todo, stage.model, stage.options))
-    for work in works:
-        summary.count(*_record(engine, stage, work, ctx))
+            asyncio.run(_ask_all(config, todo, stage.model, stage.options, recorder.put))
+    except BaseException:
+        recorder.close(raise_error=False)
+        raise
+    recorder.close()
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary

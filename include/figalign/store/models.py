@@ -109,6 +109,8 @@ class PaperFile(Base):
     name: Mapped[str] = mapped_column(String(512), default="")
     artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
     origin_url: Mapped[str | None] = mapped_column(Text)
+    # the paper's source_updated_at when this file was fetched: a newer listing means a new version
+    source_updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class FigureRow(TimestampMixin, Base):

@@ -3,6 +3,11 @@
 The parse stage calls ``save_parsed``; every row is upserted on its natural key, so
 re-parsing a paper updates rows in place. Figures that a newer parse no longer finds are
 removed with their contexts and captions, so the store always mirrors the latest parse.
+
+A figure whose image pixels or original caption changed (a new arXiv version, a fixed
+parser) keeps its row, but what was derived from the old content is dropped — its model
+recaptions and all its metrics — and the recaption and score stages are queued again for
+it, so no recaption or score ever describes content the figure no longer has.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from figalign.records import Figure, ParsedPaper
 from figalign.storage import ArtifactStore, record_artifact
-from figalign.store.models import Caption, CitationContextRow, FigureRow, Paper
+from figalign.store.models import Caption, CitationContextRow, FigureRow, Metric, Paper
+from figalign.store.queue import requeue
 from figalign.store.upsert import upsert
 
 CAPTION_KEY = ("figure_id", "kind", "model", "prompt_hash", "params_hash")
@@ -50,15 +56,36 @@ def _save_figure(session: Session, store: ArtifactStore, paper: Paper, parsed: P
         subfigures=[{"label": s.label, "caption": s.caption} for s in fig.subfigures],
         parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, store, fig),
     )
+    before = _content(session, key)
     figure_id = upsert(session, FigureRow, values, ("figure_key",))
-    upsert(session, Caption, dict(figure_id=figure_id, kind="original", model="", prompt_hash="",
-                                  params_hash="", text=fig.caption, status="accepted"), CAPTION_KEY)
+    caption_id = upsert(session, Caption, dict(figure_id=figure_id, kind="original", model="", prompt_hash="",
+                                               params_hash="", text=fig.caption, status="accepted"), CAPTION_KEY)
+    if before is not None and before != (values["pixel_sha256"], fig.caption):
+        invalidate_derived(session, figure_id, caption_id)
     session.execute(delete(CitationContextRow).where(CitationContextRow.figure_id == figure_id,
                                                      CitationContextRow.position.notin_([c.position for c in fig.contexts])))
     for ctx in fig.contexts:
         upsert(session, CitationContextRow, dict(figure_id=figure_id, position=ctx.position, text=ctx.text,
                                                  section=ctx.section, mention=ctx.mention), ("figure_id", "position"))
     return figure_id
+
+
+def _content(session: Session, figure_key: str) -> tuple[str | None, str | None] | None:
+    """(pixel sha256, original caption) of a stored figure; None when it is new."""
+    row = session.execute(select(FigureRow.id, FigureRow.pixel_sha256).where(FigureRow.figure_key == figure_key)).first()
+    if row is None:
+        return None
+    text = session.execute(select(Caption.text).where(Caption.figure_id == row.id, Caption.kind == "original",
+                                                      Caption.model == "")).scalar()
+    return row.pixel_sha256, text
+
+
+def invalidate_derived(session: Session, figure_id: int, original_caption_id: int) -> None:
+    """Drop a changed figure's recaptions and metrics; queue recaption and score again."""
+    session.execute(delete(Metric).where(Metric.figure_id == figure_id))
+    session.execute(delete(Caption).where(Caption.figure_id == figure_id, Caption.kind == "recaption"))
+    requeue(session, "recaption", "figure", [str(figure_id)])
+    requeue(session, "score", "caption", [str(original_caption_id)])
 
 
 def save_parsed(session: Session, store: ArtifactStore, paper: Paper, parsed: ParsedPaper) -> list[int]:
