@@ -7,13 +7,16 @@ import datetime as dt
 import glob
 import hashlib
 import json
+import atexit
 import os
+import shutil
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 _HF = tempfile.mkdtemp(prefix="figalign-hf-")
+atexit.register(shutil.rmtree, _HF, True)  # set before `datasets` is imported, so not a fixture
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=_HF,
                   HF_DATASETS_CACHE=os.path.join(_HF, "datasets"))
 

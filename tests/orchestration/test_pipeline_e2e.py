@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -211,7 +210,7 @@ def check_export(engine, out_dir: Path, export_run: dict) -> None:
     seen = {json.loads(sample["json"])["figure_id"] for sample in wds.WebDataset(urls, shardshuffle=False,
                                                                                    empty_check=False)}
     assert seen == expected
-    cache = tempfile.mkdtemp(prefix="figalign-hf-")
+    cache = str(tmp_path / "hf-cache")
     os.environ.update(HF_DATASETS_OFFLINE="1")
     import datasets
 
