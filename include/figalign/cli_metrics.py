@@ -24,10 +24,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from figalign.stages.score import ScoreOptions, drain_score
 
     settings, engine = _engine()
+    if args.backfill_gains:
+        return _backfill_gains(engine)
     families = ("pppl", "clip") if args.metric == "all" else (args.metric,)
     options = ScoreOptions(metrics=families, device=args.device, dtype=args.dtype)
     summary = drain_score(engine, settings, size=args.batch_size, limit=args.limit, options=options)
     json.dump(summary.as_dict(), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _backfill_gains(engine) -> int:
+    from figalign.metrics.gains import backfill_gains
+    from figalign.store.db import session_scope
+
+    with session_scope(engine) as session:
+        rows = backfill_gains(session)
+    json.dump({"gain_rows": rows}, sys.stdout)
     sys.stdout.write("\n")
     return 0
 
@@ -50,6 +63,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="captions claimed and scored per model pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 …")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--backfill-gains", action="store_true",
+                   help="only store the CLIP gain rows of already scored figures (stores scored before "
+                        "gains were stored), then exit; loads no model")
     p.set_defaults(func=_cmd_score)
     r = subparsers.add_parser("report", help="write the quality report (JSON, Markdown, PNG plots)")
     r.add_argument("--out", required=True, help="output directory")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from figalign.storage import ArtifactStore, record_artifact
 from figalign.store.db import session_scope
+from figalign.metrics.gains import update_gains
 from figalign.store.models import Caption, CitationContextRow, FigureRow, Metric, Paper, PaperFile, StageRun
 from figalign.store.upsert import upsert
 
@@ -119,6 +120,7 @@ def _captions_and_metrics(s, fid: int, original: str, number: str) -> None:
                                             (rec_a, "recaption", "pppl", SCIBERT, pppl_a)):
         upsert(s, Metric, dict(figure_id=fid, caption_id=cap, caption_kind=kind, metric=metric, model=model,
                                value=value, details={}), ("caption_id", "metric", "model"))
+    update_gains(s, [fid])  # as the score stage does after writing a figure's scores
 
 
 def _seed_futoma(s, store: ArtifactStore, out: Seeded) -> None:

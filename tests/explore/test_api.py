@@ -117,6 +117,13 @@ def test_sort_by_clip_gain_and_pppl(explorer):
     assert ids(client.get("/api/figures", params={"sort": "metric:pppl:recaption"})) == [p["2"], p["1"], p["3"]]
 
 
+def test_grid_filters_by_the_stored_clip_gain(explorer):
+    client, sd, _ = explorer
+    got = ids(client.get("/api/figures", params={"metric": "clip_cosine_gain", "metric_kind": "recaption",
+                                                 "metric_min": "0.04"}))
+    assert set(got) == {sd.pone_figures["1"], sd.pone_figures["2"]}  # gains .09, .05, -.02
+
+
 def test_metric_sort_paginates_by_value_then_id(explorer):
     client, sd, _ = explorer
     first = client.get("/api/figures", params={"sort": "-gain:clip_cosine", "limit": 2}).json()
@@ -308,7 +315,7 @@ def test_facets_list_distinct_values(explorer):
     assert f["sources"] == ["arxiv", "pmc"]
     assert f["licences"] == ["cc-by"]
     assert f["stages"] == ["filter", "parse", "recaption"]
-    assert f["metrics"] == ["clip_cosine", "pppl"]
+    assert f["metrics"] == ["clip_cosine", "clip_cosine_gain", "pppl"]  # the stored gain is a metric too
     assert f["prompt_hashes"] == sorted([PROMPT_A, PROMPT_B])
 
 

@@ -182,10 +182,12 @@ def check_store(engine, result: list[dict]) -> None:
         assert sorted(c.figure_id for c in recaps) == sorted(kept_with_image)
         assert all(c.status == "accepted" and c.model == "test-vlm" and c.text for c in recaps)
         metrics = s.scalars(select(Metric)).all()
-        assert {m.metric for m in metrics} == {"pppl", "clip_cosine", "clip_cosine_sentmean"}
+        assert {m.metric for m in metrics} == {"pppl", "clip_cosine", "clip_cosine_sentmean", "clip_cosine_gain",
+                                               "clip_cosine_sentmean_gain"}
         scored = {(m.caption_id, m.metric) for m in metrics}
         assert len(scored) == len(metrics)  # one row per (caption, metric)
         assert all((c.id, "pppl") in scored and (c.id, "clip_cosine") in scored for c in recaps)
+        assert all((c.id, "clip_cosine_gain") in scored for c in recaps)  # one recaption each: it is the best
         cursor = s.scalars(select(HarvestCursor)).one()
         assert (cursor.status, cursor.pages_done, cursor.records_seen) == ("done", 2, 5)
 
@@ -210,7 +212,7 @@ def check_export(engine, out_dir: Path, export_run: dict) -> None:
     seen = {json.loads(sample["json"])["figure_id"] for sample in wds.WebDataset(urls, shardshuffle=False,
                                                                                    empty_check=False)}
     assert seen == expected
-    cache = str(tmp_path / "hf-cache")
+    cache = str(out_dir.parent / "hf-cache")  # inside the test's tmp_path
     os.environ.update(HF_DATASETS_OFFLINE="1")
     import datasets
 

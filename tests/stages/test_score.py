@@ -65,7 +65,12 @@ def test_scores_accepted_captions_once_with_the_right_values(store, models):
     assert summary.claimed == 3 and dict(summary.statuses) == {"done": 3}
     rows = _metrics(store.engine)
     assert sorted({c for c, _ in rows}) == sorted(wanted)
-    assert len(rows) == 9
+    assert len(rows) == 9 + 2  # + figure 1's two CLIP gains (figure 2's recaption was rejected)
+    rec, orig = store.captions["1:recaption"], store.captions["1:original"]
+    for metric in ("clip_cosine", "clip_cosine_sentmean"):
+        gain = rows[(rec, f"{metric}_gain")]
+        assert gain[3] == pytest.approx(rows[(rec, metric)][3] - rows[(orig, metric)][3])
+        assert gain[5]["original_caption_id"] == orig
     pppl = PseudoPerplexity.load(models["pppl_model"], device="cpu")
     clip = ClipScorer.load(models["clip_model"], models["clip_pretrained"], device="cpu")
     texts = {store.captions["1:original"]: "The cells grow.", store.captions["1:recaption"]: LONG,
@@ -119,7 +124,7 @@ def test_unavailable_models_skip_every_item_then_score_later(store, models, monk
     assert "timm/vit_large_patch14_clip_224.openai" in run.reason
     later = drain_score(store.engine, _settings(store, models), options=ScoreOptions(device="cpu"))
     assert later.claimed == 3 and dict(later.statuses) == {"done": 3}
-    assert len(_metrics(store.engine)) == 9
+    assert len(_metrics(store.engine)) == 9 + 2  # + two CLIP gains
 
 
 def test_metric_family_added_later_keeps_existing_rows(store, models):
@@ -130,7 +135,7 @@ def test_metric_family_added_later_keeps_existing_rows(store, models):
     second = drain_score(store.engine, settings, options=ScoreOptions(device="cpu"))
     assert second.claimed == 3
     rows = _metrics(store.engine)
-    assert len(rows) == 9 and all(rows[k] == v for k, v in first.items())
+    assert len(rows) == 9 + 2 and all(rows[k] == v for k, v in first.items())
 
 
 def test_bad_image_fails_that_item_only(tmp_path, models):

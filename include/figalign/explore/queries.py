@@ -11,9 +11,10 @@ The store grows to millions of figures, so no page view counts or scans a whole 
   "loose index scan" (one index seek per distinct value) instead of ``SELECT DISTINCT``;
 * the figure page fetches by primary key and foreign-key indexes only.
 
-Two things cannot be bounded this way and say so: sorting by a *gain* (recaption minus
-original) is computed per request over the metric's rows, and the stage view's counts are
-a count over ``ix_stage_runs_stage_status`` (cached briefly by the app).
+Sorting by a *gain* (best recaption minus original) walks the same index: the score stage
+stores it as a metric row per figure (``figalign.metrics.gains``). One thing cannot be
+bounded this way and says so: the stage view's counts are a count over
+``ix_stage_runs_stage_status`` (cached briefly by the app).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from figalign.errors import BadInputError
+from figalign.metrics.gains import gain_name
 from figalign.store.models import (
     Artifact,
     Caption,
@@ -110,7 +112,7 @@ def parse_sort(value: str) -> Sort:
             raise BadInputError(f"sort caption kind must be one of {CAPTION_KINDS}")
         return Sort("metric", descending, parts[1], kind)
     if parts[0] == "gain" and len(parts) == 2 and parts[1]:
-        return Sort("gain", descending, parts[1], "recaption")
+        return Sort("metric", descending, gain_name(parts[1]), "recaption")  # a stored row per figure
     raise BadInputError("sort must be id, metric:<name>[:<kind>] or gain:<name> (prefix - for descending)")
 
 
@@ -217,16 +219,6 @@ def _order(value_col, id_col, descending: bool) -> list:
     return [value_col.asc(), id_col.asc()]
 
 
-def _gain_subquery(metric: str):
-    """Per figure: the best recaption score minus the original's, same metric and model."""
-    rec, orig = aliased(Metric), aliased(Metric)
-    return (select(rec.figure_id.label("figure_id"), func.max(rec.value - orig.value).label("value"))
-            .join(orig, and_(orig.figure_id == rec.figure_id, orig.metric == rec.metric, orig.model == rec.model,
-                             orig.caption_kind == "original"))
-            .where(rec.metric == metric, rec.caption_kind == "recaption")
-            .group_by(rec.figure_id).subquery("gain"))
-
-
 def grid(session: Session, query: GridQuery) -> Page:
     """One page of figures matching the filters, in the requested order."""
     fig, paper, art = FigureRow, Paper, Artifact
@@ -235,15 +227,11 @@ def grid(session: Session, query: GridQuery) -> Page:
     if sort.by == "id":
         value_col = None
         stmt = select(*cols, literal_column("NULL").label("sort_value")).select_from(fig)
-    elif sort.by == "metric":
+    else:
         value_col = Metric.value
         stmt = (select(*cols, Metric.value.label("sort_value")).select_from(Metric)
                 .join(fig, fig.id == Metric.figure_id)
                 .where(Metric.metric == sort.metric, Metric.caption_kind == sort.kind))
-    else:
-        gain = _gain_subquery(sort.metric)
-        value_col = gain.c.value
-        stmt = select(*cols, gain.c.value.label("sort_value")).select_from(gain).join(fig, fig.id == gain.c.figure_id)
     stmt = (stmt.join(paper, paper.id == fig.paper_id).outerjoin(art, art.id == fig.image_artifact_id)
             .where(*_filters(query, fig, paper)))
     after = _keyset(value_col, fig.id, sort.descending, query.cursor)

@@ -35,6 +35,7 @@ from figalign.metrics.clipscore import clip_model_id
 from figalign.stages.base import BatchSummary, Outcome, Stage
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, FigureRow, Metric, StageRun
+from figalign.metrics.gains import update_gains
 from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue, stage_states
 from figalign.store.upsert import upsert
 
@@ -291,6 +292,8 @@ def write_result(session: Session, stage: ScoreStage, item: _Item, result: _Resu
     for row in result.rows:
         upsert(session, Metric, dict(row, caption_id=item.caption_id, figure_id=item.figure_id,
                                      caption_kind=item.kind), key=("caption_id", "metric", "model"))
+    if result.rows:
+        update_gains(session, [item.figure_id])  # best recaption's CLIP minus the original's
     output = {"written": len(result.rows), "existing": len(item.existing)}
     if result.unavailable:
         _set_input_hash(session, item.claimed.entity_id, UNAVAILABLE)
