@@ -153,3 +153,26 @@ def test_a_new_arxiv_version_is_fetched_reparsed_and_its_changed_figures_redone(
     assert drain(fetch, engine).claimed == 0
     assert [h.key for h in server.hits[hits:] if "e-print" in h.key] == []
     assert sum(1 for h in server.hits if "e-print" in h.key) == 2
+
+
+def test_a_new_version_without_latex_source_drops_the_old_eprint_and_takes_the_pdf(engine, server, tmp_path):
+    """v2 is PDF-only (arXiv answers 404 for its e-print): v1's e-print must not be parsed as v2."""
+    from tests.servers.replay import Fault
+
+    fetch = FetchStage(http(tmp_path), ArtifactStore(tmp_path / "data"), arxiv_pdf="fallback")
+    source = ArxivSource(http(tmp_path), server.url + "/oai", server.url)
+    listing(server, DAY1, None)
+    key = server.add(f"/e-print/{ARXIV_ID}", eprint("Event rate against time for the first run.", 1))
+    server.add(f"/pdf/{ARXIV_ID}", b"%PDF-1.5 version 2, no source")
+    harvest_window(engine, source, DAY1, DAY1)
+    drain(fetch, engine)
+    listing(server, DAY2, "2026-11-02")
+    server.fault(key, Fault.status_code(404))
+    harvest_window(engine, source, DAY2, DAY2)
+    assert dict(drain(fetch, engine).statuses) == {"done": 1}
+    with session_scope(engine) as s:
+        roles = s.execute(select(PaperFile.role, PaperFile.source_updated_at)).all()
+        run = s.scalars(select(StageRun).where(StageRun.stage == "fetch")).one()
+    assert roles == [("pdf", dt.datetime(2026, 11, 2))]
+    assert run.output["changed"] == 2  # the e-print dropped, the PDF new
+    assert state(engine, "parse", run.entity_id) == "pending"

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from figalign.clients.http import HttpStatusError, PoliteHttp
@@ -89,10 +89,11 @@ class FetchStage(Stage):
 
     @staticmethod
     def _changed(session: Session, paper_id: int, before: dict) -> int:
-        """Files whose content is new since the previous fetch (new files included)."""
+        """Files whose content is new since the previous fetch (new and dropped files included)."""
         after = session.execute(select(PaperFile.role, PaperFile.name, PaperFile.artifact_id)
                                 .where(PaperFile.paper_id == paper_id)).all()
-        return sum(1 for r, n, a in after if before.get((r, n), (None,))[0] != a)
+        dropped = before.keys() - {(r, n) for r, n, _ in after}
+        return sum(1 for r, n, a in after if before.get((r, n), (None,))[0] != a) + len(dropped)
 
     def _fetch_all(self, session: Session, paper: Paper, refs: list[FileRef], have: set) -> tuple[int, int]:
         fetched = total = 0
@@ -107,6 +108,9 @@ class FetchStage(Stage):
             except HttpStatusError as exc:
                 if ref.role == "eprint" and exc.status == 404 and paper.source == "arxiv":
                     log.info("arXiv %s has no e-print source (PDF-only submission)", paper.external_id)
+                    # an older version's e-print must not be parsed as this version's
+                    session.execute(delete(PaperFile).where(PaperFile.paper_id == paper.id,
+                                                            PaperFile.role == ref.role, PaperFile.name == ref.name))
                     continue
                 raise
             have.add((ref.role, ref.name))
