@@ -147,12 +147,16 @@ def _print_figures(settings) -> None:
 
     with session_scope(get_engine(settings)) as session:
         rows = session.execute(select(FigureRow.filter_reason, func.count()).group_by(FigureRow.filter_reason)).all()
-        exports = session.execute(select(Export.format, Export.samples).order_by(Export.id.desc()).limit(3)).all()
+        exports = session.execute(select(Export.format, Export.samples, Export.since)
+                                  .order_by(Export.id.desc()).limit(3)).all()
     kept = sum(n for reason, n in rows if reason is None)
     print(f"\n== figures: {sum(n for _, n in rows)} parsed, {kept} kept for the dataset")
     for reason, n in sorted(((r, n) for r, n in rows if r), key=lambda x: -x[1]):
         print(f"  {n:>5} × {reason}")
-    print("== exported samples: " + ", ".join(f"{fmt}={n}" for fmt, n in exports))
+    print("== exported samples: " + ", ".join(f"{fmt}={n}" for fmt, n, _ in exports))
+    if exports and exports[0][2] is not None:  # a re-run: exports are incremental
+        print(f"   (incremental: only what changed since the previous export at {exports[0][2]:%Y-%m-%d %H:%M:%S}; "
+              "`make clean-data` starts over)")
 
 
 if __name__ == "__main__":
