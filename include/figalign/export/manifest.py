@@ -40,7 +40,7 @@ class ShardInfo:
 class TailHasher:
     """sha256 of an append-only file, computed by a helper thread *while* the file is written.
 
-    The thread reads what has reached the file (``os.pread`` from the page cache) and hashes
+    The thread reads what has reached the file (``os.preadv`` from the page cache) and hashes
     it, so hashing overlaps the writer's own work on the second core instead of adding to it.
     Safe because export files are only ever appended to (tar shards, JSONL, Parquet: pyarrow
     writes a path sequentially and never seeks back). ``poke`` wakes the thread after the
