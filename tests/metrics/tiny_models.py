@@ -82,3 +82,11 @@ def make_png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (6
     ImageDraw.Draw(image).rectangle([size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4], fill=color)
     image.save(path, format="PNG")
     return path
+
+
+def tiny_model_settings(path: Path) -> dict[str, str]:
+    """Settings fields (``pppl_model``, ``clip_model``, ``clip_pretrained``) pointing at a tiny
+    BERT and a tiny CLIP built under ``path``, for tests that run the score stage."""
+    config, checkpoint = make_clip_files(path / "clip")
+    return {"pppl_model": str(make_bert_dir(path / "bert")), "clip_model": str(config),
+            "clip_pretrained": str(checkpoint)}

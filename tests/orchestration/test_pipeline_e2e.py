@@ -74,12 +74,10 @@ def serve_window(server: ReplayServer, eprint: Path, tei_pdf: Path) -> dict[str,
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tests.metrics.tiny_models import make_bert_dir, make_clip_files
+    from tests.metrics.tiny_models import tiny_model_settings
 
-    d = tmp_path_factory.mktemp("models")
-    config, checkpoint = make_clip_files(d / "clip")
-    return {"FIGALIGN_PPPL_MODEL": str(make_bert_dir(d / "bert")), "FIGALIGN_CLIP_MODEL": str(config),
-            "FIGALIGN_CLIP_PRETRAINED": str(checkpoint)}
+    paths = tiny_model_settings(tmp_path_factory.mktemp("models"))
+    return {f"FIGALIGN_{field.upper()}": value for field, value in paths.items()}
 
 
 def snapshot(engine) -> dict:

@@ -20,6 +20,8 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.servers.replay import send_reply
+
 FIXTURE_TEI = Path(__file__).resolve().parents[1] / "fixtures" / "tei"
 SHARED_TEI = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "grobid_tei"
 NO_BLOCKS = b"[NO_BLOCKS] PDF parsing resulted in empty content"
@@ -111,37 +113,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         if self.path == "/api/isalive":
-            self._send(200, b"true", {})
+            send_reply(self, 200, b"true", {})
         else:
-            self._send(404, b"not found", {})
+            send_reply(self, 404, b"not found", {})
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path != "/api/processFulltextDocument":
-            self._send(404, b"not found", {})
+            send_reply(self, 404, b"not found", {})
             return
         pdf = _form_file(self.headers.get("Content-Type", ""), body, "input")
         if pdf is None:
-            self._send(400, b"no input file", {})
+            send_reply(self, 400, b"no input file", {})
             return
         with self.server.lock:
             self.server.in_flight += 1
         try:
-            self._send(*self.server.answer(pdf))
+            send_reply(self, *self.server.answer(pdf))
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client died while we held its request
 
 
 def _form_file(content_type: str, body: bytes, field: str) -> bytes | None:

@@ -67,6 +67,20 @@ class Hit:
     user_agent: str
 
 
+def send_reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
+    """Answer with ``body`` and ``headers`` (plus Content-Length); a client that has already
+    gone (timed out, killed) only closes the connection."""
+    try:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        handler.close_connection = True
+
+
 class ReplayServer:
     """Threaded HTTP server on 127.0.0.1, port chosen by the OS."""
 
@@ -128,10 +142,10 @@ class ReplayServer:
                                            self.headers.get("User-Agent", "")))
                 reply, fault = server._next(key)
                 if fault is not None and fault.kind == "status":
-                    self._send(fault.status, fault.body, fault.headers)
+                    send_reply(self, fault.status, fault.body, fault.headers)
                     return
                 if reply is None:
-                    self._send(404, b"not found", {})
+                    send_reply(self, 404, b"not found", {})
                     return
                 if fault is not None and fault.kind == "truncate":
                     self._send_truncated(reply)
@@ -141,15 +155,7 @@ class ReplayServer:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
                 if fault is not None and fault.kind == "replace":
                     body = fault.body or b""
-                self._send(reply.status, body, reply.headers)
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_reply(self, reply.status, body, reply.headers)
 
             def _send_truncated(self, reply: Reply) -> None:
                 """Promise the full length, send half, drop the connection."""

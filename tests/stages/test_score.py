@@ -16,7 +16,7 @@ from figalign.stages.score import ScoreOptions, ScoreStage, drain_score, run_sco
 from figalign.store.db import session_scope
 from figalign.store.models import Metric, StageRun
 from tests.metrics.store_builder import add_figure, add_paper, make_store
-from tests.metrics.tiny_models import make_bert_dir, make_clip_files
+from tests.metrics.tiny_models import tiny_model_settings
 
 LONG = " ".join(f"Panel {c} shows the mean error of the cell growth rate over time in condition {c}."
                 for c in "ABCDEF")
@@ -24,10 +24,7 @@ LONG = " ".join(f"Panel {c} shows the mean error of the cell growth rate over ti
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    config, checkpoint = make_clip_files(d / "clip")
-    return {"pppl_model": str(make_bert_dir(d / "bert")), "clip_model": str(config),
-            "clip_pretrained": str(checkpoint)}
+    return tiny_model_settings(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
