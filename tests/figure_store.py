@@ -85,8 +85,8 @@ def resized(data: bytes, scale: float) -> bytes:
 class FigureStore:
     """A fresh store under ``tmp_path`` with helpers to add rows."""
 
-    def __init__(self, tmp_path: Path):
-        self.url = f"sqlite:///{tmp_path / 's.db'}"
+    def __init__(self, tmp_path: Path, url: str | None = None):
+        self.url = url or f"sqlite:///{tmp_path / 's.db'}"
         upgrade(self.url)
         self.engine = make_engine(self.url)
         self.data_dir = tmp_path / "data"

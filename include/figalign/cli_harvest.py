@@ -1,14 +1,16 @@
 """`figalign harvest arxiv|pmc|biorxiv|medrxiv …` and `figalign fetch`: the harvesting commands.
 
 ``add_commands(subparsers)`` registers them on the main CLI. They assume a migrated store
-(`figalign db upgrade`). A multi-day ``--from/--until`` range is harvested one day-window
-at a time, so a daily run and a months-long backfill produce the same windows, each
-exactly once (a finished window is skipped unless ``--force``).
+(`figalign db upgrade`). A ``--from/--until`` range follows the same window rule as the
+Airflow runs (``figalign.stages.windows``): one window per day, the overlap days before
+``--from`` listed again, and a day closed only once it is over (a closed window is
+skipped unless ``--force``; today's is listed but stays open).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -22,13 +24,6 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from exc
 
 
-def day_windows(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
-    """[start, end] as one-day windows (OAI from/until are inclusive days)."""
-    if end < start:
-        raise ValueError("--until is before --from")
-    return [(start + dt.timedelta(days=i),) * 2 for i in range((end - start).days + 1)]
-
-
 def _runtime():
     from figalign.clients.http import PoliteHttp
     from figalign.config import load_settings
@@ -39,30 +34,31 @@ def _runtime():
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
-    from figalign.stages.harvest import harvest_window
+    from figalign.pipeline import harvest_source
+    from figalign.stages.harvest import harvest_days
+    from figalign.stages.windows import WindowRule
 
     settings, engine, http = _runtime()
-    if args.source == "arxiv":
-        from figalign.sources.arxiv import ArxivSource
+    if args.source == "pmc" and args.oai_url:
+        from figalign.sources.pmc import PmcSource
 
-        source = ArxivSource(http, settings.arxiv_oai_url, settings.arxiv_base_url)
-    elif args.source in ("biorxiv", "medrxiv"):
-        from figalign.sources.biorxiv import source_from_env
-
-        source = source_from_env(http, args.source)
+        source = PmcSource(http, settings.pmc_base_url, oai_url=args.oai_url)
     else:
-        from figalign.sources.pmc import PMC_OAI_URL, PmcSource
-
-        source = PmcSource(http, settings.pmc_base_url, oai_url=args.oai_url or PMC_OAI_URL)
+        source = harvest_source(args.source, settings, http)
+    rule = WindowRule.for_source(args.source)
+    if args.overlap_days is not None:
+        rule = dataclasses.replace(rule, overlap_days=args.overlap_days)
+    if args.until < args.from_:
+        raise SystemExit("--until is before --from")
     remaining = args.limit
-    for start, end in day_windows(args.from_, args.until):
-        for set_spec in getattr(args, "set", None) or [""]:
-            summary = harvest_window(engine, source, start, end, set_spec=set_spec, limit=remaining, force=args.force)
+    for set_spec in getattr(args, "set", None) or [""]:
+        for summary in harvest_days(engine, source, args.from_, args.until, set_spec=set_spec, limit=remaining,
+                                    force=args.force, rule=rule):
             print(json.dumps(summary.as_dict()), file=sys.stdout)
             if remaining is not None:
                 remaining -= summary.records
-                if remaining <= 0:
-                    return 0
+        if remaining is not None and remaining <= 0:
+            return 0
     return 0
 
 
@@ -91,6 +87,7 @@ def add_commands(subparsers) -> None:
                        help="OAI set (repeatable), e.g. cs, physics:astro-ph, q-bio; pmc default pmc-open")
         p.add_argument("--limit", type=int, help="stop after about N records (whole pages); resumable")
         p.add_argument("--force", action="store_true", help="harvest windows again even if done")
+        p.add_argument("--overlap-days", type=int, help="days before --from to list again (default 2)")
         if name == "pmc":
             p.add_argument("--oai-url", help="PMC OAI-PMH base URL (default: PMC's)")
         p.set_defaults(func=_cmd_harvest)
@@ -101,6 +98,7 @@ def add_commands(subparsers) -> None:
         p.add_argument("--until", type=_date, required=True, help="last day (inclusive), YYYY-MM-DD")
         p.add_argument("--limit", type=int, help="stop after about N records (whole pages); resumable")
         p.add_argument("--force", action="store_true", help="harvest windows again even if done")
+        p.add_argument("--overlap-days", type=int, help="days before --from to list again (default 2)")
         p.set_defaults(func=_cmd_harvest)
     f = subparsers.add_parser("fetch", help="download files of harvested papers into the artifact store")
     f.add_argument("--limit", type=int, help="process at most N papers (one batch)")

@@ -27,8 +27,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from figalign.pipeline import render_summary
+    from figalign.pipeline import harvest_status, render_summary
 
+    for source, info in harvest_status().items():
+        windows = ", ".join(f"{k}={v}" for k, v in sorted(info["windows"].items()))
+        print(f"harvest {source:<8} windows: {windows}; {info['records']} records listed; "
+              f"newest closed day {info['newest_closed_day'] or '-'}")
+        for reason, n in sorted(info["dropped"].items()):
+            print(f"{'':<10}   {n} × dropped at listing: {reason}")
     out = render_summary(None)
     for stage, info in out["stages"].items():
         counts = ", ".join(f"{k}={v}" for k, v in sorted(info["counts"].items()))

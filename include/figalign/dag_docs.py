@@ -11,11 +11,14 @@ its lease expires.
 DOCS = {
     "harvest_arxiv": """### figalign · harvest arXiv
 Daily incremental OAI-PMH harvest (`metadataPrefix=arXiv`, licence included) of the run's data
-interval. At most one request every 3 s to arXiv; `resumptionToken` progress is saved after
-every page, so a crashed run resumes where it stopped. Publishes `figalign://papers/arxiv`,
-which triggers **figalign_process**.
+interval: the run at 00:00 UTC harvests the day that just ended (a manual run: the last day
+complete before its logical date), after re-listing the two days before it so late-stamped
+records are still collected. A day is closed only 6 h after it ended; until then it is listed
+but left open. At most one request every 3 s to arXiv; `resumptionToken` progress is saved
+after every page, so a crashed run resumes where it stopped. Publishes
+`figalign://papers/arxiv`, which triggers **figalign_process**.
 
-**Backfill** a range (each day harvested exactly once):
+**Backfill** a range (one run per day; runs start only while the DAG is unpaused):
 `airflow backfill create --dag-id figalign_harvest_arxiv --from-date 2026-11-01 --to-date 2026-11-03`
 """ + COMMON,
     "harvest_pmc": """### figalign · harvest PubMed Central

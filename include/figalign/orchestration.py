@@ -12,7 +12,16 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    Param,
+    get_current_context,
+    task,
+)
 
 PAPERS = {src: Asset(f"figalign://papers/{src}") for src in ("arxiv", "pmc", "biorxiv", "medrxiv", "local")}
 FIGURES = Asset("figalign://figures")
@@ -67,11 +76,17 @@ def _doc(name: str) -> str:
 
 # ---------------------------------------------------------------- harvest
 
+# A daily data interval [d, d+1): the run at d+1 00:00 harvests day d, the day that just
+# ended. (``"@daily"`` is a zero-length CronTriggerTimetable in Airflow 3; see stages/windows.)
+HARVEST_TIMETABLE = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
 def build_harvest_dag(source: str) -> DAG:
-    """Daily incremental harvest of one source; the window is the run's data interval."""
+    """Daily incremental harvest of one source; the window is the run's data interval
+    (plus the re-listed overlap; a day is closed only once it is over: stages.windows)."""
     with DAG(
         dag_id=f"figalign_harvest_{source}",
-        schedule="@daily",
+        schedule=HARVEST_TIMETABLE,
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -96,7 +111,11 @@ def build_harvest_dag(source: str) -> DAG:
 
             ctx = get_current_context()
             params = ctx["params"]
-            return harvest_window(source, ctx["data_interval_start"], ctx["data_interval_end"],
+            # a run without a logical date has no data interval: its run time stands for both ends
+            # (zero length = the last day complete by then)
+            run_after = ctx["dag_run"].run_after
+            return harvest_window(source, ctx.get("data_interval_start") or run_after,
+                                  ctx.get("data_interval_end") or run_after,
                                   sets=params["sets"], limit=params["limit"], force=params["force"],
                                   process_licences=params["process_licences"],
                                   ctx=run_context(ctx), settings=task_settings())

@@ -168,43 +168,73 @@ def render_summary(run_id: str | None, settings: Settings | None = None) -> dict
 STATUS_COLUMNS = ("pending", "running", "done", "skipped", "failed")
 
 
-def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit: int | None = None,
-                   force: bool = False, process_licences=(), ctx: RunContext | None = None,
-                   settings: Settings | None = None) -> dict[str, Any]:
-    """Harvest one Airflow data interval of ``source`` (OAI days are inclusive).
+def harvest_status(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Per source: windows by state (done / open / running), records listed, and records
+    dropped at listing time by reason (deleted, no identifier …), so none goes uncounted."""
+    from collections import Counter
 
-    A daily run's interval [d, d+1) is the single OAI day d, so daily runs and backfills
-    produce the same windows, each harvested exactly once (the cursor skips a done window
-    unless ``force``).
-    """
-    import datetime as dt
-
-    from figalign.clients.http import PoliteHttp
-    from figalign.stages.harvest import harvest_window as harvest
+    from figalign.store.models import HarvestCursor
 
     settings = settings or load_settings()
-    start = interval_start.date()
-    end = max(start, (interval_end - dt.timedelta(seconds=1)).date())
-    http = PoliteHttp.from_settings(settings)
+    out: dict[str, dict[str, Any]] = {}
+    with session_scope(get_engine(settings)) as session:
+        rows = session.execute(select(HarvestCursor.source, HarvestCursor.status, HarvestCursor.records_seen,
+                                      HarvestCursor.dropped, HarvestCursor.window_end)).all()
+    for source, status, seen, dropped, end in rows:
+        info = out.setdefault(source, {"windows": Counter(), "records": 0, "dropped": Counter(), "newest": None})
+        info["windows"][status] += 1
+        info["records"] += seen or 0
+        info["dropped"].update(dropped or {})
+        if status == "done" and (info["newest"] is None or end.date().isoformat() > info["newest"]):
+            info["newest"] = end.date().isoformat()
+    return {src: {"windows": dict(i["windows"]), "records": i["records"], "dropped": dict(i["dropped"]),
+                  "newest_closed_day": i["newest"]} for src, i in sorted(out.items())}
+
+
+def harvest_source(source: str, settings: Settings, http=None):
+    """The harvest source object for a name (``arxiv``, ``pmc``, ``biorxiv``, ``medrxiv``)."""
+    from figalign.clients.http import PoliteHttp
+
+    http = http or PoliteHttp.from_settings(settings)
     if source == "arxiv":
         from figalign.sources.arxiv import ArxivSource
 
-        src = ArxivSource(http, settings.arxiv_oai_url, settings.arxiv_base_url)
-    elif source == "pmc":
+        return ArxivSource(http, settings.arxiv_oai_url, settings.arxiv_base_url)
+    if source == "pmc":
         from figalign.sources.pmc import PMC_OAI_URL, PmcSource
 
-        src = PmcSource(http, settings.pmc_base_url, oai_url=PMC_OAI_URL)
-    elif source in ("biorxiv", "medrxiv"):
+        return PmcSource(http, settings.pmc_base_url, oai_url=PMC_OAI_URL)
+    if source in ("biorxiv", "medrxiv"):
         from figalign.sources.biorxiv import source_from_env
 
-        src = source_from_env(http, source)  # takes no sets: a non-empty one is a ConfigError
-    else:
-        raise ValueError(f"unknown harvest source {source!r}")
+        return source_from_env(http, source)  # takes no sets: a non-empty one is a ConfigError
+    raise ValueError(f"unknown harvest source {source!r}")
+
+
+def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit: int | None = None,
+                   force: bool = False, process_licences=(), ctx: RunContext | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """Harvest one Airflow data interval of ``source`` by the window rule (``stages.windows``).
+
+    The interval becomes inclusive days (``window_from_interval``); each day is a window,
+    the overlap days before it are listed again, and a day is closed only once it is over
+    plus the safety lag, so scheduled runs, backfills and UI triggers all collect every
+    record exactly once. Returns plain JSON types (XCom is shown over REST).
+    """
+    from figalign.stages.harvest import harvest_days
+    from figalign.stages.windows import window_from_interval
+
+    settings = settings or load_settings()
+    start, end = window_from_interval(interval_start, interval_end)
+    src = harvest_source(source, settings)
     policy = licence_policy(source, process_licences)
-    results = [harvest(get_engine(settings), src, start, end, set_spec=set_spec, limit=limit, force=force,
-                       policy=policy).as_dict()
-               for set_spec in (list(sets) or [""])]
-    return {"source": source, "window": [start.isoformat(), end.isoformat()], "sets": results}
+    results = []
+    for set_spec in (list(sets) or [""]):
+        results += [s.as_dict() for s in harvest_days(get_engine(settings), src, start, end, set_spec=set_spec,
+                                                      limit=limit, force=force, policy=policy)]
+    return {"source": source, "window": [start.isoformat(), end.isoformat()], "windows": results,
+            "records": sum(r["records"] for r in results), "new_papers": sum(r["new_papers"] for r in results),
+            "open": sorted({r["window"][0] for r in results if r["status"] == "open"})}
 
 
 def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: bool = True, label: str | None = None,

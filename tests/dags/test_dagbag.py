@@ -78,7 +78,9 @@ def test_harvest_dags_are_daily_without_catchup_and_validate_params(dagbag):
     for source in ("arxiv", "pmc", "biorxiv", "medrxiv"):
         dag = dagbag.dags[f"figalign_harvest_{source}"]
         assert dag.catchup is False
-        assert dag.schedule == "@daily"
+        # whole-day data intervals, not "@daily" (a zero-length trigger timetable in Airflow 3)
+        assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+        assert dag.timetable.expression == "0 0 * * *"
         assert set(dag.params.keys()) == {"sets", "limit", "force", "process_licences"}
         with pytest.raises(ParamValidationError, match="minimum"):
             dag.params["limit"] = 0

@@ -46,12 +46,14 @@ from tests.conftest import FIXTURES, require_corpus
 from tests.orchestration.airflow_runner import airflow_env, migrate_home, run_dags, states
 from tests.servers.fixtures_http import first_page_with_token, list_page, real_records
 from tests.servers.grobid_server import GrobidStandIn, sha256
+from tests.servers.oai_days import NO_RECORDS
 from tests.servers.openai_server import OpenAIServer
 from tests.servers.replay import ReplayServer
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 DAY = "2026-11-01"
+OVERLAP = ("2026-10-30", "2026-10-31")
 WINDOW = {"verb": "ListRecords", "metadataPrefix": "arXiv", "from": DAY, "until": DAY}
 ACL_PDF = FIXTURES / "papers" / "2020.acl-main.207.pdf"
 PBIO_PDF = FIXTURES / "papers" / "pbio.0020317.pdf"
@@ -60,7 +62,10 @@ DAG_IDS = ["figalign_harvest_arxiv", "figalign_process", "figalign_recaption", "
 
 
 def serve_window(server: ReplayServer, eprint: Path, tei_pdf: Path) -> dict[str, str]:
-    """One OAI day in two pages of real records, plus each record's files (see module doc)."""
+    """One OAI day in two pages of real records, plus each record's files (see module doc);
+    the two days before it (the re-listed overlap) have no records."""
+    for day in OVERLAP:
+        server.add("/oai", NO_RECORDS, params={**WINDOW, "from": day, "until": day})
     keys = {"p1": server.add("/oai", first_page_with_token("e2e-2"), params=WINDOW),
             "p2": server.add("/oai", list_page([real_records("1601.03238"), real_records("1401.2122")], None),
                              params={"verb": "ListRecords", "resumptionToken": "e2e-2"})}
@@ -90,7 +95,8 @@ def snapshot(engine) -> dict:
 
 
 def specs(out_dir: Path) -> list[dict]:
-    return [{"dag_id": "figalign_harvest_arxiv", "logical_date": DAY + "T00:00:00"},
+    # a manual run's data interval is the day before its logical date: [DAY, DAY + 1)
+    return [{"dag_id": "figalign_harvest_arxiv", "logical_date": "2026-11-02T00:00:00"},
             {"dag_id": "figalign_process"}, {"dag_id": "figalign_recaption"}, {"dag_id": "figalign_score"},
             {"dag_id": "figalign_export", "conf": {"format": "all", "out": str(out_dir)}}]
 
@@ -139,9 +145,11 @@ def test_full_pipeline_under_airflow_then_a_second_run_is_a_noop(pg_url, tmp_pat
         second = run_dags(env, specs(tmp_path / "export2"))
         assert states(second) == [(d, "success") for d in DAG_IDS], json.dumps(second)[-3000:]
         assert snapshot(engine) == after_first  # no new rows, no stage run touched
-        assert (len(arxiv.hits), list(grobid.uploads), len(vllm.state.requests)) == traffic  # no work repeated
-        harvest = second[0]["tasks"][0]["xcom"]["sets"][0]
-        assert harvest["status"] == "skipped"
+        # no work repeated: the closed day is skipped, only the two overlap days are listed again
+        assert (len(arxiv.hits) - 2, list(grobid.uploads), len(vllm.state.requests)) == traffic
+        harvest = second[0]["tasks"][0]["xcom"]["windows"]
+        assert [(w["window"][0], w["status"]) for w in harvest] == [
+            ("2026-10-30", "done"), ("2026-10-31", "done"), (DAY, "skipped")]
         assert {f["format"]: f["samples"] for f in second[-1]["tasks"][0]["xcom"]["formats"]} == {
             "s1mmalign": 0, "webdataset": 0, "parquet": 0}
     engine.dispose()
@@ -186,8 +194,9 @@ def check_store(engine, result: list[dict]) -> None:
         assert len(scored) == len(metrics)  # one row per (caption, metric)
         assert all((c.id, "pppl") in scored and (c.id, "clip_cosine") in scored for c in recaps)
         assert all((c.id, "clip_cosine_gain") in scored for c in recaps)  # one recaption each: it is the best
-        cursor = s.scalars(select(HarvestCursor)).one()
-        assert (cursor.status, cursor.pages_done, cursor.records_seen) == ("done", 2, 5)
+        cursors = {c.window_start.date().isoformat(): c for c in s.scalars(select(HarvestCursor))}
+        assert sorted(cursors) == [*OVERLAP, DAY]
+        assert (cursors[DAY].status, cursors[DAY].pages_done, cursors[DAY].records_seen) == ("done", 2, 5)
 
 
 def papers_by_id(papers: dict) -> dict[int, str]:

@@ -22,6 +22,7 @@ from figalign.store.db import session_scope
 from figalign.store.models import HarvestCursor, Paper, StageRun
 from tests.conftest import FIXTURES
 from tests.servers.replay import Fault, ReplayServer
+from tests.queue_helpers import mark_finished
 
 DIR = FIXTURES / "biorxiv"
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
@@ -237,10 +238,8 @@ def test_same_doi_in_two_windows_updates_its_version_row_and_adds_the_new_versio
     harvest_window(engine, src, DAY1, DAY1)
     first_id = rows(engine)[(A, "1")].id
     with session_scope(engine) as s:  # the v1 fetch finished before the next day's harvest
-        from figalign.store.queue import finish
-
         run = s.scalars(select(StageRun).where(StageRun.stage == "fetch", StageRun.entity_id == str(first_id))).one()
-        finish(s, run.id, "done")
+        mark_finished(s, run.id)
     summary = harvest_window(engine, src, DAY2, DAY2)
     assert (summary.records, summary.new_papers) == (2, 1)
     got = rows(engine)
@@ -306,9 +305,10 @@ def test_pipeline_and_cli_accept_biorxiv_and_medrxiv(sqlite_engine, sqlite_url, 
     serve(server)
     monkeypatch.setenv(biorxiv.API_URL_ENV, server.url)
     monkeypatch.setenv("FIGALIGN_HTTP_MIN_INTERVAL_S", "0")
+    monkeypatch.setenv("FIGALIGN_HARVEST_OVERLAP_DAYS", "0")  # the stand-in serves only this day
     settings = load_settings(env={"FIGALIGN_DATA_DIR": str(tmp_path / "data"), "FIGALIGN_DATABASE_URL": sqlite_url})
     out = pipeline_harvest("medrxiv", dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 2), settings=settings)
-    assert out["window"] == ["2026-11-01", "2026-11-01"] and out["sets"][0]["records"] == 2
+    assert out["window"] == ["2026-11-01", "2026-11-01"] and out["windows"][0]["records"] == 2
     with pytest.raises(ConfigError):
         pipeline_harvest("biorxiv", dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 2), sets=["cs"], settings=settings)
 

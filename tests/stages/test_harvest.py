@@ -16,6 +16,7 @@ from figalign.store.db import session_scope
 from figalign.store.models import HarvestCursor, Paper, StageRun
 from tests.servers.fixtures_http import GETRECORDS, serve_arxiv, serve_pmc
 from tests.servers.replay import Fault, ReplayServer
+from tests.queue_helpers import mark_finished
 
 START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 PAGE1_IDS = ["1706.05371", "1706.09418", "1707.00874"]
@@ -127,9 +128,8 @@ def test_same_record_in_two_windows_is_one_row_updated(engine, server, tmp_path)
     with session_scope(engine) as s:
         s.execute(Paper.__table__.update().where(Paper.external_id == "1706.05371")
                   .values(title="stale", source_updated_at=dt.datetime(2017, 1, 1)))
-        from figalign.store.queue import finish
         run = s.scalars(select(StageRun).where(StageRun.stage == "fetch")).first()
-        finish(s, run.id, "done")
+        mark_finished(s, run.id)
     # The next day's window lists the same (real) first page again.
     params = {"verb": "ListRecords", "metadataPrefix": "arXiv", "from": "2026-11-03", "until": "2026-11-03",
               "set": "physics:hep-ex"}
@@ -189,18 +189,15 @@ def test_pmc_window_resolves_versions_licences_retractions_and_absences(engine, 
     assert server.count(keys["PMC1000001.2"]) == 1
 
 
-def test_cli_registers_commands_and_splits_days():
+def test_cli_registers_commands():
     import argparse
 
-    from figalign.cli_harvest import add_commands, day_windows
+    from figalign.cli_harvest import add_commands
 
     ap = argparse.ArgumentParser()
     add_commands(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["harvest", "arxiv", "--from", "2026-11-01", "--until", "2026-11-02", "--set", "cs",
-                          "--limit", "5", "--force"])
-    assert (args.source, args.from_, args.until, args.set, args.limit, args.force) == (
-        "arxiv", START, END, ["cs"], 5, True)
+                          "--limit", "5", "--force", "--overlap-days", "0"])
+    assert (args.source, args.from_, args.until, args.set, args.limit, args.force, args.overlap_days) == (
+        "arxiv", START, END, ["cs"], 5, True, 0)
     assert ap.parse_args(["fetch", "--limit", "3"]).limit == 3
-    assert day_windows(START, END) == [(START, START), (END, END)]
-    with pytest.raises(ValueError):
-        day_windows(END, START)

@@ -23,12 +23,13 @@ from figalign.stages.parse import ParseStage
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
 from figalign.store.models import Caption, FigureRow, Metric, PaperFile, StageRun
-from figalign.store.queue import enqueue, finish
+from figalign.store.queue import enqueue
 from figalign.store.upsert import upsert
 from tests.figure_store import synthetic_figure
 from tests.servers.fixtures_http import list_page, real_records
 from tests.servers.replay import ReplayServer
 from tests.stages.test_fetch import http
+from tests.queue_helpers import mark_finished
 
 ARXIV_ID = "1401.2122"
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 3)
@@ -89,7 +90,7 @@ def derive(engine, fig_ids: list[int]) -> None:
             for stage, etype, eid in (("recaption", "figure", fid), ("score", "caption", original)):
                 enqueue(s, stage, etype, [str(eid)])
                 run = s.scalar(select(StageRun.id).where(StageRun.stage == stage, StageRun.entity_id == str(eid)))
-                finish(s, run, "done")
+                mark_finished(s, run)
 
 
 def state(engine, stage: str, entity_id: int) -> str:

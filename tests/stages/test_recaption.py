@@ -192,11 +192,11 @@ def test_store_failure_while_recording_fails_the_batch_and_leaves_items_claimed(
     real = stage_mod._record
     calls = []
 
-    def flaky(engine_, stage, work, ctx):
+    def flaky(engine_, stage, work):
         calls.append(work.item.entity_id)
         if len(calls) == 2:
             raise stage_mod.TransientError("store went away")
-        return real(engine_, stage, work, ctx)
+        return real(engine_, stage, work)
 
     monkeypatch.setattr(stage_mod, "_record", flaky)
     with pytest.raises(stage_mod.TransientError, match="store went away"):

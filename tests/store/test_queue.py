@@ -9,7 +9,9 @@ from sqlalchemy import select, update
 
 from figalign.store.db import make_engine, session_scope
 from figalign.store.models import StageRun
-from figalign.store.queue import RunContext, claim_batch, enqueue, finish
+import pytest
+
+from figalign.store.queue import LeaseLost, RunContext, claim_batch, enqueue, finish
 
 
 def _fill(engine, n: int, max_attempts: int = 3) -> None:
@@ -36,7 +38,7 @@ def _worker(url: str, name: str, got: list, errors: list) -> None:
             got.extend(item.entity_id for item in batch)
             with session_scope(engine) as s:
                 for item in batch:
-                    finish(s, item.run_id, "done", owner=name)
+                    finish(s, item, "done")
     except Exception as exc:  # surfaced by the assertion below
         errors.append(exc)
     finally:
@@ -79,8 +81,10 @@ def test_expired_lease_is_reclaimed_by_another_worker(engine):
     assert again[0].attempts == 2
     with session_scope(engine) as s:
         # the dead worker comes back late: its result is refused, the new owner's stands
-        assert finish(s, first[0].run_id, "done", owner="dead-worker") == "lost-lease"
-        assert finish(s, again[0].run_id, "done", owner="w2") == "done"
+        with pytest.raises(LeaseLost):
+            finish(s, first[0], "done")
+    with session_scope(engine) as s:
+        assert finish(s, again[0], "done") == "done"
 
 
 def test_item_failing_past_attempt_limit_ends_failed_with_its_error(engine):
@@ -90,7 +94,7 @@ def test_item_failing_past_attempt_limit_ends_failed_with_its_error(engine):
             (item,) = claim_batch(s, "parse", 10, ctx=RunContext("w"))
         assert item.attempts == attempt
         with session_scope(engine) as s:
-            status = finish(s, item.run_id, "failed", owner="w", error=TimeoutError(f"slow #{attempt}"), retry=True)
+            status = finish(s, item, "failed", error=TimeoutError(f"slow #{attempt}"), retry=True)
         assert status == ("pending" if attempt == 1 else "failed")
     with session_scope(engine) as s:
         assert claim_batch(s, "parse", 10, ctx=RunContext("w")) == []

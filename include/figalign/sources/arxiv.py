@@ -19,7 +19,7 @@ from figalign.parsers.xmlsafe import local_name
 from figalign.sources import licences
 from figalign.sources.disciplines import arxiv_discipline
 from figalign.sources.oaipmh import NS, OaiPage, fetch_page, request_params
-from figalign.sources.record import FileRef, PaperRecord
+from figalign.sources.record import Dropped, FileRef, PaperRecord
 
 SOURCE = "arxiv"
 METADATA_PREFIX = "arXiv"
@@ -67,19 +67,24 @@ def _authors(fields: dict) -> list[str]:
     return out
 
 
-def parse_record(record, base_url: str) -> PaperRecord | None:
-    """One OAI ``<record>`` -> PaperRecord; None for a deleted record (nothing to fetch)."""
+def _identifier(header) -> str | None:
+    el = header.find("oai:identifier", NS) if header is not None else None
+    return el.text.strip() if el is not None and el.text else None
+
+
+def parse_record(record, base_url: str) -> PaperRecord | Dropped:
+    """One OAI ``<record>`` -> PaperRecord; ``Dropped`` (with why) when there is nothing to fetch."""
     header = record.find("oai:header", NS)
     if header is not None and header.get("status") == "deleted":
-        return None
+        return Dropped(SOURCE, "deleted record", _identifier(header))
     metadata = record.find("oai:metadata", NS)
     meta = next((c for c in metadata if local_name(c) == "arXiv"), None) if metadata is not None else None
     if meta is None:
-        return None
+        return Dropped(SOURCE, "record without arXiv metadata", _identifier(header))
     meta = _fields(meta)
     arxiv_id = _text(meta, "id")
     if not arxiv_id:
-        return None
+        return Dropped(SOURCE, "record without an arXiv id", _identifier(header))
     categories = (_text(meta, "categories") or "").split()
     licence_url = _text(meta, "license")
     # arXiv records without <license> predate licence choice (before 2004): they were
@@ -112,8 +117,8 @@ def file_refs(arxiv_id: str, base_url: str) -> tuple[FileRef, ...]:
             FileRef("pdf", f"{safe}.pdf", f"{base}/pdf/{arxiv_id}"))
 
 
-def parse_page_records(page: OaiPage, base_url: str) -> list[PaperRecord]:
-    return [r for r in (parse_record(el, base_url) for el in page.items) if r is not None]
+def parse_page_records(page: OaiPage, base_url: str) -> list[PaperRecord | Dropped]:
+    return [parse_record(el, base_url) for el in page.items]
 
 
 @dataclass
@@ -126,7 +131,7 @@ class ArxivSource:
     name: str = SOURCE
 
     def pages(self, start: dt.date, end: dt.date, set_spec: str, token: str | None
-              ) -> Iterator[tuple[list[PaperRecord], str | None]]:
+              ) -> Iterator[tuple[list[PaperRecord | Dropped], str | None]]:
         """Yield (records, next token) per page, starting at ``token`` when resuming."""
         while True:
             params = request_params("ListRecords", metadata_prefix=METADATA_PREFIX, from_=start.isoformat(),

@@ -51,7 +51,7 @@ from figalign.errors import ConfigError, PermanentError, TransientError
 from figalign.sources import licences
 from figalign.sources.disciplines import preprint_discipline
 from figalign.sources.oaipmh import BadResumptionToken
-from figalign.sources.record import FileRef, PaperRecord
+from figalign.sources.record import Dropped, FileRef, PaperRecord
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,13 @@ def file_refs(doi: str, version: str, jatsxml: str | None, server: str, content_
     return tuple(refs)
 
 
-def to_record(item: Mapping[str, Any], server: str, content_url: str) -> PaperRecord | None:
-    """One collection entry -> PaperRecord keyed (DOI, version); None when it names no DOI."""
+def to_record(item: Mapping[str, Any], server: str, content_url: str) -> PaperRecord | Dropped:
+    """One collection entry -> PaperRecord keyed (DOI, version); ``Dropped`` when it names no DOI."""
     doi = _text(item, "doi")
     version = str(_int(item.get("version")) or "")
     if not doi or not version:
         log.warning("%s entry without doi/version skipped: %s", server, str(dict(item))[:120])
-        return None
+        return Dropped(server, "entry without a DOI or version", doi)
     category = (_text(item, "category") or "").lower()
     date = _date(_text(item, "date"))
     code = _text(item, "license")
@@ -220,7 +220,7 @@ class BiorxivSource:
         return f"{self.api_url.rstrip('/')}/details/{self.server}/{start.isoformat()}/{end.isoformat()}/{cursor}"
 
     def pages(self, start: dt.date, end: dt.date, set_spec: str, token: str | None
-              ) -> Iterator[tuple[list[PaperRecord], str | None]]:
+              ) -> Iterator[tuple[list[PaperRecord | Dropped], str | None]]:
         """Yield (records, next cursor as text) per page, starting at ``token`` when resuming."""
         if set_spec:
             raise ConfigError(f"{self.server} harvest takes no sets (got {set_spec!r})")
@@ -228,7 +228,7 @@ class BiorxivSource:
         while True:
             page = self.fetch_page(start, end, cursor)
             nxt = page.next_cursor()
-            records = [r for r in (to_record(i, self.server, self.content_url) for i in page.items) if r is not None]
+            records = [to_record(i, self.server, self.content_url) for i in page.items]
             yield records, (str(nxt) if nxt is not None else None)
             if nxt is None:
                 return

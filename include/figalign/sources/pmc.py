@@ -40,7 +40,7 @@ from figalign.errors import PermanentError
 from figalign.parsers.xmlsafe import local_name, parse_xml_bytes
 from figalign.sources import licences
 from figalign.sources.oaipmh import NS, fetch_page, request_params
-from figalign.sources.record import FileRef, PaperRecord
+from figalign.sources.record import Dropped, FileRef, PaperRecord
 
 SOURCE = "pmc"
 PMC_OAI_URL = "https://pmc.ncbi.nlm.nih.gov/api/oai/v1/mh/"
@@ -208,25 +208,31 @@ class PmcSource:
                                     set_spec=set_spec or DEFAULT_SET, token=token)
             page = fetch_page(self.http, self.oai_url, "ListIdentifiers", params, source="PMC OAI-PMH")
             token = page.token
-            yield [rec for h in page.items if (rec := self.resolve(cloud, h)) is not None], token
+            yield [self.resolve(cloud, h) for h in page.items], token
             if not token:
                 return
 
-    def resolve(self, cloud: PmcCloud, header) -> PaperRecord | None:
-        """One OAI header -> PaperRecord (None for deleted headers, which have nothing to fetch).
+    def resolve(self, cloud: PmcCloud, header) -> PaperRecord | Dropped:
+        """One OAI header -> PaperRecord (``Dropped`` for deleted headers or unusable ids).
 
-        An article that the cloud does not hold is still recorded, with the reason, so
-        it is never silently dropped.
+        An article the cloud does not hold, or whose metadata is permanently unusable
+        (not JSON, names another article, 404 on both keys …), is still recorded as a
+        paper row with the reason: one bad article never blocks its window. Transient
+        errors propagate, so the window is retried.
         """
-        if header.get("status") == "deleted":
-            return None
         ident = header.find("oai:identifier", NS)
-        pmcid = pmcid_from_oai(ident.text or "") if ident is not None else None
+        identifier = ident.text.strip() if ident is not None and ident.text else None
+        if header.get("status") == "deleted":
+            return Dropped(SOURCE, "deleted record", identifier)
+        pmcid = pmcid_from_oai(identifier or "")
         if pmcid is None:
-            return None
+            return Dropped(SOURCE, "identifier is not a PMC OAI id", identifier)
         updated = _datestamp(header)
-        version = cloud.latest_version(pmcid)
-        if version is None:
-            return PaperRecord(SOURCE, pmcid, "", updated_at=updated,
-                               excluded_reason="pmc: not in the PMC Article Datasets cloud bucket")
-        return to_record(cloud.metadata(pmcid, version), self.cloud_base_url, updated)
+        try:
+            version = cloud.latest_version(pmcid)
+            if version is None:
+                return PaperRecord(SOURCE, pmcid, "", updated_at=updated,
+                                   excluded_reason="pmc: not in the PMC Article Datasets cloud bucket")
+            return to_record(cloud.metadata(pmcid, version), self.cloud_base_url, updated)
+        except PermanentError as exc:
+            return PaperRecord(SOURCE, pmcid, "", updated_at=updated, excluded_reason=f"pmc: {exc}")

@@ -48,3 +48,16 @@ class PaperRecord:
 def files_from_source_urls(data: dict[str, Any] | None) -> list[FileRef]:
     """Inverse of ``PaperRecord.source_urls`` for the fetch stage."""
     return [FileRef(f["role"], f["name"], f["url"], f.get("md5")) for f in (data or {}).get("files", [])]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A listed record that cannot become a paper row (deleted, no identifier, no DOI).
+
+    Sources return it in place of the record, so the harvest counts it by reason on the
+    window's cursor instead of losing it without a trace.
+    """
+
+    source: str
+    reason: str
+    identifier: str | None = None

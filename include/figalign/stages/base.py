@@ -1,11 +1,23 @@
 """The one stage contract: claim a batch → process each item → record its outcome.
 
-A stage subclass says which entities it works on (``discover``) and how to process one
-(``process``). ``run_batch`` does the rest the same way for every stage: enqueue new work,
-claim a leased batch, run each item in its own transaction, and record ``done``,
-``skipped`` (with the reason) or ``failed`` (with error class and message). An item's
-failure is data, never an exception that sinks the batch; only trouble with the batch
-itself (store unreachable, config missing) raises.
+A stage subclass says which entities it works on (``discover``) and how to process one.
+``run_batch`` does the rest the same way for every stage: enqueue new work, claim a leased
+batch (kept alive by a ``LeaseKeeper`` while it is worked on), run each item, and record
+``done``, ``skipped`` (with the reason) or ``failed`` (with error class and message). An
+item's failure is data, never an exception that sinks the batch; only trouble with the
+batch itself (store unreachable, config missing) raises.
+
+One item runs in three steps, so that no transaction is ever open across network I/O:
+
+1. ``load(session, item)`` — a short read transaction: what the work needs.
+2. ``compute(item, loaded)`` — no transaction: downloads, GROBID, parsing, model calls.
+3. ``save(session, item, computed)`` — one write transaction that first ``fence``s the
+   item (checks, under a row lock, that this worker still holds its lease), then writes
+   the results and the outcome together. A worker that lost the item writes nothing and
+   counts it ``lost-lease``.
+
+A stage whose work is only reads and writes of the store implements ``process(session,
+item)``, which the default ``save`` calls inside the fenced transaction.
 """
 
 from __future__ import annotations
@@ -21,10 +33,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from figalign.errors import ConfigError, PermanentError, TransientError
-from figalign.store.db import session_scope
-from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish
+from figalign.stages.leases import LeaseKeeper
+from figalign.store.db import session_scope, transient_db_error
+from figalign.store.queue import Claimed, LeaseLost, RunContext, claim_batch, enqueue, fence, finish
 
 log = logging.getLogger(__name__)
+LOST = "lost-lease"
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,7 @@ class Stage:
     name: str = ""
     entity_type: str = ""
     max_attempts: int = 3
-    lease_seconds: int = 900
+    lease_seconds: int = 120
 
     def discover(self, session: Session) -> Iterable[str]:
         """Entity ids ready for this stage (enqueue ignores ones already queued)."""
@@ -96,7 +110,20 @@ class Stage:
         """Return a reason when the stage cannot run at all (e.g. no endpoint configured)."""
         return None
 
+    def load(self, session: Session, item: Claimed) -> Any:
+        """Read what ``compute`` needs, in a short read transaction (default: nothing)."""
+        return None
+
+    def compute(self, item: Claimed, loaded: Any) -> Any:
+        """The slow part, outside any transaction: network and CPU (default: nothing)."""
+        return loaded
+
+    def save(self, session: Session, item: Claimed, computed: Any) -> Outcome:
+        """Write the item's results; runs in the fenced write transaction."""
+        return self.process(session, item)
+
     def process(self, session: Session, item: Claimed) -> Outcome:
+        """Store-only work of one item, inside the fenced write transaction."""
         raise NotImplementedError
 
 
@@ -124,33 +151,58 @@ def run_batch(
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
-    for item in items:
-        summary.count(*_run_item(stage, engine, item, ctx, not_ready))
+    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
+        for item in items:
+            if keeper.lost(item):
+                summary.count(LOST, "lease taken over before the item was started")
+                continue
+            summary.count(*run_item(stage, engine, item, not_ready))
+            keeper.done(item)
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
 
 
-def _run_item(stage: Stage, engine: Engine, item: Claimed, ctx: RunContext, not_ready: str | None):
-    """Process one item in its own transaction; record the outcome in another."""
-    error: BaseException | None = None
-    retry = False
-    if not_ready:
-        outcome = Outcome.skipped(not_ready)
-    else:
+def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None = None) -> tuple[str, str | None]:
+    """load → compute → fenced save of one item; a failure is recorded, a lost lease counted."""
+    try:
+        if not_ready:
+            return record(engine, item, Outcome.skipped(not_ready))
         try:
             with session_scope(engine) as session:
-                outcome = stage.process(session, item)
-        except TransientError as exc:
-            error, retry, outcome = exc, True, Outcome("failed", f"transient: {exc}")
-        except (PermanentError, ConfigError) as exc:
-            error, outcome = exc, Outcome("failed", f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # an unexpected bug in one item must not sink the batch
-            log.exception("stage %s: item %s raised", stage.name, item.entity_id)
-            error, outcome = exc, Outcome("failed", f"unexpected {type(exc).__name__}: {exc}")
+                loaded = stage.load(session, item)
+            computed = stage.compute(item, loaded)
+            with session_scope(engine) as session:
+                fence(session, item)
+                outcome = stage.save(session, item, computed)
+                final = finish(session, item, outcome.status, reason=outcome.reason, output=outcome.output)
+            return final, outcome.reason
+        except LeaseLost:
+            raise
+        except Exception as exc:  # classified below; an item's failure must not sink the batch
+            outcome, retry = failure_outcome(stage, item, exc)
+            return record(engine, item, outcome, error=exc, retry=retry)
+    except LeaseLost as exc:
+        log.warning("stage %s: item %s: %s; nothing written", stage.name, item.entity_id, exc)
+        return LOST, "lease taken over by another run; nothing written"
+
+
+def failure_outcome(stage: Stage, item: Claimed, exc: Exception) -> tuple[Outcome, bool]:
+    """(outcome, retry) of an item that raised: transient errors retry, the rest fail."""
+    if isinstance(exc, TransientError) or transient_db_error(exc):
+        return Outcome("failed", f"transient: {exc}"), True
+    if isinstance(exc, (PermanentError, ConfigError)):
+        return Outcome("failed", f"{type(exc).__name__}: {exc}"), False
+    log.exception("stage %s: item %s raised", stage.name, item.entity_id, exc_info=exc)
+    return Outcome("failed", f"unexpected {type(exc).__name__}: {exc}"), False
+
+
+def record(engine: Engine, item: Claimed, outcome: Outcome, *, error: BaseException | None = None,
+           retry: bool = False) -> tuple[str, str | None]:
+    """Record an outcome with no data writes, in a fenced transaction of its own."""
     with session_scope(engine) as session:
-        final = finish(session, item.run_id, outcome.status, owner=ctx.owner, error=error,
-                       reason=outcome.reason, output=outcome.output, retry=retry)
+        final = finish(session, item, outcome.status, error=error, reason=outcome.reason,
+                       output=outcome.output, retry=retry)
     return final, outcome.reason
 
 

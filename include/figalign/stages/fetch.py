@@ -12,12 +12,16 @@ A paper listed again with a newer ``updated`` date (a new arXiv version: arXiv k
 row per paper) is fetched again: each ``paper_files`` row remembers the listing it was
 downloaded for, files of an older listing are downloaded anew, and when any file's
 content changed the paper is queued for ``parse`` again, which replaces its figures.
+
+Downloads happen in ``compute``, outside any transaction: the rows are written afterwards,
+in the fenced write transaction, so a slow download never holds a lock on the store.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -66,7 +70,8 @@ class FetchStage(Stage):
         already = set(session.execute(queued).scalars())
         return [str(pid) for pid in rows if str(pid) not in already]
 
-    def process(self, session: Session, item: Claimed) -> Outcome:
+    def load(self, session: Session, item: Claimed) -> "FetchPlan | Outcome":
+        """What to download: the paper's listed files not already stored for this listing."""
         paper = session.get(Paper, int(item.entity_id))
         if paper is None:
             return Outcome.skipped("paper row no longer exists")
@@ -79,13 +84,49 @@ class FetchStage(Stage):
             select(PaperFile.role, PaperFile.name, PaperFile.artifact_id, PaperFile.source_updated_at)
             .where(PaperFile.paper_id == paper.id)).all()}
         have = {key for key, (_, fetched_for) in before.items() if _current(fetched_for, paper.source_updated_at)}
-        outdated = len(before) - len(have)  # files of an older listing: a new version
-        fetched, total = self._fetch_all(session, paper, refs, have)
-        changed = self._changed(session, paper.id, before)
-        if not enqueue(session, "parse", "paper", [str(paper.id)]) and changed:
-            requeue(session, "parse", "paper", [str(paper.id)])
-        return Outcome.done(files=len(refs), downloaded=fetched, bytes=total, changed=changed,
-                            new_version=outdated > 0)
+        return FetchPlan(paper.id, paper.source, paper.external_id, paper.source_updated_at, refs, before, have)
+
+    def compute(self, item: Claimed, plan: "FetchPlan | Outcome") -> "FetchPlan | Outcome":
+        """Download into the artifact store, outside any transaction (content-addressed, so a
+        retry or a lost lease leaves at most an unreferenced copy, never a wrong row)."""
+        if isinstance(plan, Outcome):
+            return plan
+        have = set(plan.have)
+        for ref in plan.refs:
+            if ref.role == "pdf" and plan.source == "arxiv" and self.arxiv_pdf == "fallback" \
+                    and any(r == "eprint" for r, _ in have):
+                continue
+            if (ref.role, ref.name) in have:
+                continue
+            try:
+                plan.stored.append((ref, self._download(ref)))
+            except HttpStatusError as exc:
+                if ref.role == "eprint" and exc.status == 404 and plan.source == "arxiv":
+                    log.info("arXiv %s has no e-print source (PDF-only submission)", plan.external_id)
+                    plan.missing.append(ref)  # an older version's e-print must not be parsed as this one's
+                    continue
+                raise
+            have.add((ref.role, ref.name))
+        return plan
+
+    def save(self, session: Session, item: Claimed, plan: "FetchPlan | Outcome") -> Outcome:
+        if isinstance(plan, Outcome):
+            return plan
+        for ref in plan.missing:
+            session.execute(delete(PaperFile).where(PaperFile.paper_id == plan.paper_id,
+                                                    PaperFile.role == ref.role, PaperFile.name == ref.name))
+        for ref, obj in plan.stored:
+            artifact_id = record_artifact(session, obj, origin_url=ref.url)
+            upsert(session, PaperFile, dict(paper_id=plan.paper_id, role=ref.role, name=ref.name,
+                                            artifact_id=artifact_id, origin_url=ref.url,
+                                            source_updated_at=plan.listed_at),
+                   key=("paper_id", "role", "name"))
+        changed = self._changed(session, plan.paper_id, plan.before)
+        if not enqueue(session, "parse", "paper", [str(plan.paper_id)]) and changed:
+            requeue(session, "parse", "paper", [str(plan.paper_id)])
+        return Outcome.done(files=len(plan.refs), downloaded=len(plan.stored),
+                            bytes=sum(obj.size for _, obj in plan.stored), changed=changed,
+                            new_version=len(plan.before) > len(plan.have))
 
     @staticmethod
     def _changed(session: Session, paper_id: int, before: dict) -> int:
@@ -95,41 +136,29 @@ class FetchStage(Stage):
         dropped = before.keys() - {(r, n) for r, n, _ in after}
         return sum(1 for r, n, a in after if before.get((r, n), (None,))[0] != a) + len(dropped)
 
-    def _fetch_all(self, session: Session, paper: Paper, refs: list[FileRef], have: set) -> tuple[int, int]:
-        fetched = total = 0
-        for ref in refs:
-            if ref.role == "pdf" and paper.source == "arxiv" and self.arxiv_pdf == "fallback" \
-                    and any(r == "eprint" for r, _ in have):
-                continue
-            if (ref.role, ref.name) in have:
-                continue
-            try:
-                total += self._fetch_one(session, paper, ref)
-            except HttpStatusError as exc:
-                if ref.role == "eprint" and exc.status == 404 and paper.source == "arxiv":
-                    log.info("arXiv %s has no e-print source (PDF-only submission)", paper.external_id)
-                    # an older version's e-print must not be parsed as this version's
-                    session.execute(delete(PaperFile).where(PaperFile.paper_id == paper.id,
-                                                            PaperFile.role == ref.role, PaperFile.name == ref.name))
-                    continue
-                raise
-            have.add((ref.role, ref.name))
-            fetched += 1
-        return fetched, total
-
-    def _fetch_one(self, session: Session, paper: Paper, ref: FileRef) -> int:
+    def _download(self, ref: FileRef):
         got = self.http.download(ref.url, md5=ref.md5)
         try:
             media_type = _media_type(ref, got.content_type)
-            obj = self.store.put_file(_named(got.path, ref), media_type=media_type)
+            return self.store.put_file(_named(got.path, ref), media_type=media_type)
         finally:
             for p in (got.path, _named(got.path, ref)):
                 Path(p).unlink(missing_ok=True)
-        artifact_id = record_artifact(session, obj, origin_url=ref.url)
-        upsert(session, PaperFile, dict(paper_id=paper.id, role=ref.role, name=ref.name, artifact_id=artifact_id,
-                                        origin_url=ref.url, source_updated_at=paper.source_updated_at),
-               key=("paper_id", "role", "name"))
-        return obj.size
+
+
+@dataclass
+class FetchPlan:
+    """One paper's fetch: what it lists and has (read first), what was stored (computed)."""
+
+    paper_id: int
+    source: str
+    external_id: str
+    listed_at: object  # the paper's source_updated_at when planned: files are stamped with it
+    refs: list[FileRef]
+    before: dict
+    have: set
+    stored: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
 
 
 def _current(fetched_for, listed) -> bool:

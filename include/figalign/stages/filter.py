@@ -80,10 +80,17 @@ class FilterStage(Stage):
         return self._index
 
     def _original_of(self, session: Session, fig: FigureRow, phash: str | None, sha: str | None) -> FigureRow | None:
-        """The lowest-id kept figure this one duplicates, verified against the store."""
+        """The lowest-id kept figure this one duplicates, verified against the store.
+
+        The candidate is read under a row lock (Postgres ``FOR UPDATE``; SQLite's write
+        lock is already held), so a worker that is filtering the original out right now
+        either committed first (and we see it is no longer kept) or waits for us to
+        commit and then finds our link, releasing this figure back to the queue.
+        """
         index = self._catch_up(session, fig.id)
+        lock = session.get_bind().dialect.name == "postgresql"
         for match in index.matches(phash, sha, below_id=fig.id):
-            other = session.get(FigureRow, match.figure_id)
+            other = session.get(FigureRow, match.figure_id, with_for_update=lock, populate_existing=True)
             if other is not None and other.filter_reason is None and other.image_artifact_id is not None:
                 return other
             index.remove(match.figure_id)  # stale: filtered by another worker since loaded

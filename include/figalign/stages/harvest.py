@@ -8,15 +8,22 @@ is replayed. A completed window is not harvested again unless forced. When the p
 rejects a stored token (``badResumptionToken``) the window restarts from its first page,
 which the upserts make harmless.
 
+A window is closed (``done``) only once it is over (``stages.windows``): a window still
+in progress is listed in full but left ``open``, and listed again by the next run.
+``harvest_days`` applies the whole window rule — one window per day, plus re-listing the
+overlap days before the first — for the CLI and the Airflow tasks alike.
+
 Licence and retraction decisions are stored on the paper (``licence``,
 ``excluded_reason``); excluded papers keep their row and are simply not queued for
-fetch. New or changed papers are queued for the ``fetch`` stage.
+fetch. Records a listing cannot turn into a paper (deleted, no identifier) are counted
+by reason on the cursor (``dropped``). New or changed papers are queued for ``fetch``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,7 +33,8 @@ from sqlalchemy.orm import Session
 
 from figalign.sources.licences import LicencePolicy, policy_for
 from figalign.sources.oaipmh import BadResumptionToken
-from figalign.sources.record import PaperRecord
+from figalign.sources.record import Dropped, PaperRecord
+from figalign.stages.windows import WindowRule, plan_days
 from figalign.store.db import session_scope
 from figalign.store.models import HarvestCursor, Paper, utcnow
 from figalign.store.queue import enqueue, requeue
@@ -40,7 +48,7 @@ class HarvestSource(Protocol):
     name: str
 
     def pages(self, start: dt.date, end: dt.date, set_spec: str, token: str | None
-              ) -> Iterator[tuple[list[PaperRecord], str | None]]: ...
+              ) -> Iterator[tuple[list[PaperRecord | Dropped], str | None]]: ...
 
 
 @dataclass
@@ -57,10 +65,11 @@ class HarvestSummary:
     excluded: int = 0
     queued_fetch: int = 0
     restarts: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -80,15 +89,37 @@ def open_cursor(session: Session, source: str, set_spec: str, start: dt.date, en
     return session.execute(select(HarvestCursor).filter_by(**key)).scalar_one()
 
 
+def harvest_days(engine: Engine, source: HarvestSource, start: dt.date, end: dt.date, *, set_spec: str = "",
+                 limit: int | None = None, force: bool = False, policy: LicencePolicy | None = None,
+                 rule: WindowRule | None = None, now: dt.datetime | None = None) -> list[HarvestSummary]:
+    """Harvest ``[start, end]`` by the window rule: one window per day, after re-listing the
+    overlap days before ``start``. ``limit`` is shared by all of them."""
+    rule = rule or WindowRule.for_source(source.name)
+    summaries = []
+    for window in plan_days(start, end, rule):
+        summary = harvest_window(engine, source, window.day, window.day, set_spec=set_spec, limit=limit,
+                                 force=force or window.relist, policy=policy, rule=rule, now=now)
+        if window.relist:
+            summary.notes.append(f"re-listed: overlap of {rule.overlap_days} day(s) before {start}")
+        summaries.append(summary)
+        if limit is not None:
+            limit -= summary.records
+            if limit <= 0:
+                break
+    return summaries
+
+
 def harvest_window(engine: Engine, source: HarvestSource, start: dt.date, end: dt.date, *, set_spec: str = "",
-                   limit: int | None = None, force: bool = False,
-                   policy: LicencePolicy | None = None) -> HarvestSummary:
+                   limit: int | None = None, force: bool = False, policy: LicencePolicy | None = None,
+                   rule: WindowRule | None = None, now: dt.datetime | None = None) -> HarvestSummary:
     """Harvest [start, end] of ``source`` (optionally one set); resume or skip as the cursor says.
 
     ``limit`` stops after the page on which ``limit`` records were reached; the cursor
-    keeps its token, so the next call continues from there.
+    keeps its token, so the next call continues from there. The window ends ``done`` only
+    if ``end`` is over by ``rule`` at ``now``; else ``open``, to be listed again.
     """
     policy = policy or policy_for(source.name)
+    rule = rule or WindowRule.for_source(source.name)
     summary = HarvestSummary(source.name, set_spec, (start.isoformat(), end.isoformat()))
     with session_scope(engine) as session:
         cursor = open_cursor(session, source.name, set_spec, start, end, force=force)
@@ -97,9 +128,13 @@ def harvest_window(engine: Engine, source: HarvestSource, start: dt.date, end: d
         summary.status = "skipped"
         summary.notes.append("window already harvested (use force to repeat)")
         return summary
+    closed = rule.is_closed(end, now)
     for attempt in range(2):
         try:
-            _run_pages(engine, source, cursor_id, start, end, set_spec, token, limit, policy, summary)
+            _run_pages(engine, source, cursor_id, start, end, set_spec, token, limit, policy, summary, closed)
+            if summary.status == "open":
+                summary.notes.append(f"window not over until {rule.closes_at(end).isoformat()} "
+                                     "(end of day + safety lag): listed, left open for the next run")
             return summary
         except BadResumptionToken as exc:
             if attempt:
@@ -111,18 +146,32 @@ def harvest_window(engine: Engine, source: HarvestSource, start: dt.date, end: d
     return summary
 
 
-def _run_pages(engine, source, cursor_id, start, end, set_spec, token, limit, policy, summary) -> None:
+def _run_pages(engine, source, cursor_id, start, end, set_spec, token, limit, policy, summary, closed) -> None:
+    """Store each page with the cursor's new token in one transaction (the page itself is
+    fetched before it opens: no network I/O inside a write transaction)."""
+    first = token is None
     for records, next_token in source.pages(start, end, set_spec, token):
+        dropped = Counter()
         with session_scope(engine) as session:
             for record in records:
-                _store_record(session, record, policy, summary)
+                if isinstance(record, Dropped):
+                    dropped[record.reason] += 1
+                else:
+                    _store_record(session, record, policy, summary)
             cursor = session.get(HarvestCursor, cursor_id)
+            if first:  # a listing from its first page: counts start again
+                cursor.pages_done = cursor.records_seen = 0
+                cursor.dropped, first = {}, False
             cursor.resumption_token = next_token
             cursor.pages_done += 1
             cursor.records_seen += len(records)
+            cursor.dropped = dict(Counter(cursor.dropped or {}) + dropped)
             if next_token is None:
-                cursor.status, cursor.completed_at = "done", utcnow()
+                cursor.status = "done" if closed else "open"
+                cursor.completed_at = utcnow()
             summary.status = cursor.status
+        for reason, n in dropped.items():
+            summary.dropped[reason] = summary.dropped.get(reason, 0) + n
         summary.pages += 1
         summary.records += len(records)
         if next_token is not None and limit is not None and summary.records >= limit:

@@ -4,12 +4,17 @@ Which parser runs depends on what the paper has, best first: JATS XML (publisher
 structure, exact captions), the LaTeX e-print (the authors' own captions and images),
 GROBID TEI with the PDF (when a GROBID server is configured or a TEI is stored), and
 finally the PyMuPDF-only PDF path, which needs no server.
+
+A GROBID TEI is a derived file: it is stored bound to the PDF artifact it was computed
+from, and used only while that PDF is the paper's current one, so a new version is never
+parsed through an older version's TEI.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,11 +24,13 @@ from figalign.config import Settings, load_settings
 from figalign.errors import BadInputError, PermanentError
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.registry import parse_path
+from figalign.records import ParsedPaper
 from figalign.stages.base import Outcome, Stage
-from figalign.storage import ArtifactStore
+from figalign.storage import ArtifactStore, StoredObject, record_artifact
 from figalign.store.models import Artifact, Paper, PaperFile
-from figalign.store.papers import save_parsed
+from figalign.store.papers import StoredImage, save_parsed, store_images
 from figalign.store.queue import Claimed, enqueue, requeue
+from figalign.store.upsert import upsert
 
 PREFERENCE = ("jats", "eprint", "tei", "pdf")
 
@@ -34,43 +41,94 @@ def _safe_name(name: str, fallback: str) -> str:
     return base if base not in ("", ".", "..") else fallback
 
 
-def materialise(session: Session, store: ArtifactStore, paper_id: int, workdir: Path) -> dict[str, Path]:
-    """Copy a paper's files into ``workdir`` under their original names; map role -> path.
+GROBID_ORIGIN = "/api/processFulltextDocument"
 
-    JATS packages reference figure files by name, so media files are laid out beside the
-    XML exactly as the publisher's package had them.
-    """
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One of a paper's files as the store has it (read in ``load``, copied in ``compute``)."""
+
+    role: str
+    name: str
+    uri: str
+    sha256: str
+    artifact_id: int
+    origin_url: str | None
+    derived_from: int | None
+
+
+@dataclass
+class ParseJob:
+    """One paper's parse: its files (load), then the parsed record and stored images (compute)."""
+
+    paper_id: int
+    paper_key: str
+    files: list[StoredFile]
+    parsed: ParsedPaper | None = None
+    images: dict[str, StoredImage] = field(default_factory=dict)
+    tei: tuple[StoredObject, str, int] | None = None  # a new GROBID TEI: (object, name, pdf artifact id)
+
+
+def load_files(session: Session, paper_id: int) -> list[StoredFile]:
     rows = session.execute(
-        select(PaperFile.role, PaperFile.name, Artifact.storage_uri, Artifact.sha256)
+        select(PaperFile.role, PaperFile.name, Artifact.storage_uri, Artifact.sha256, Artifact.id,
+               PaperFile.origin_url, PaperFile.derived_from_artifact_id)
         .join(Artifact, Artifact.id == PaperFile.artifact_id)
         .where(PaperFile.paper_id == paper_id)
     ).all()
-    paths: dict[str, Path] = {}
-    for role, name, uri, sha in rows:
-        target = workdir / _safe_name(name, f"{role}-{sha[:12]}")
-        target.write_bytes(store.read_bytes(uri))
-        if role != "media":
-            paths.setdefault(role, target)
+    return [StoredFile(*row) for row in rows]
+
+
+def materialise(store: ArtifactStore, files: list[StoredFile], workdir: Path) -> dict[str, tuple[Path, StoredFile]]:
+    """Copy a paper's usable files into ``workdir`` under their original names; map role ->
+    (path, the stored file it is).
+
+    JATS packages reference figure files by name, so media files are laid out beside the
+    XML exactly as the publisher's package had them. A derived file (GROBID TEI) computed
+    from another PDF than the paper's current one — an older version's — is left out.
+    """
+    pdf_ids = {f.artifact_id for f in files if f.role == "pdf"}
+    paths: dict[str, tuple[Path, StoredFile]] = {}
+    for f in files:
+        if f.role == "tei" and not tei_is_current(f, pdf_ids):
+            continue
+        target = workdir / _safe_name(f.name, f"{f.role}-{f.sha256[:12]}")
+        target.write_bytes(store.read_bytes(f.uri))
+        if f.role != "media":
+            paths.setdefault(f.role, (target, f))
     return paths
 
 
-def grobid_tei(session: Session, store: ArtifactStore, paper: Paper, pdf: Path, settings: Settings) -> Path:
-    """Ask GROBID for the PDF's TEI, keep it as the paper's ``tei`` file, return its path.
+def tei_is_current(tei: StoredFile, pdf_ids: set[int]) -> bool:
+    """A TEI belongs to the paper as it is now: computed from its current PDF, or supplied
+    with the paper (not by GROBID). GROBID TEIs stored before derivations were recorded
+    name no PDF, so they are recomputed rather than trusted."""
+    if tei.derived_from is not None:
+        return tei.derived_from in pdf_ids
+    return not (tei.origin_url or "").endswith(GROBID_ORIGIN)
+
+
+def grobid_tei(store: ArtifactStore, pdf: Path, settings: Settings) -> tuple[Path, StoredObject]:
+    """Ask GROBID for the PDF's TEI (outside any transaction); store its bytes, return its path.
 
     Storing the TEI means a re-parse (new parser version) never calls GROBID again.
     """
     from figalign.clients.grobid import GrobidClient, GrobidConfig
-    from figalign.storage import record_artifact
-    from figalign.store.upsert import upsert
 
     tei = GrobidClient(GrobidConfig(url=settings.grobid_url)).process_fulltext(pdf, name=pdf.name)
     obj = store.put_bytes(tei.encode("utf-8"), media_type="application/tei+xml", ext=".tei.xml")
-    artifact_id = record_artifact(session, obj, origin_url=f"{settings.grobid_url}/api/processFulltextDocument")
-    upsert(session, PaperFile, dict(paper_id=paper.id, role="tei", name=pdf.stem + ".tei.xml",
-                                    artifact_id=artifact_id), ("paper_id", "role", "name"))
     out = pdf.with_name(pdf.stem + ".tei.xml")
     out.write_text(tei, encoding="utf-8")
-    return out
+    return out, obj
+
+
+def record_tei(session: Session, paper_id: int, job_tei: tuple[StoredObject, str, int], settings: Settings) -> None:
+    """Keep a new GROBID TEI as the paper's ``tei`` file, bound to the PDF it came from."""
+    obj, name, pdf_artifact_id = job_tei
+    artifact_id = record_artifact(session, obj, origin_url=f"{settings.grobid_url}{GROBID_ORIGIN}")
+    upsert(session, PaperFile, dict(paper_id=paper_id, role="tei", name=name, artifact_id=artifact_id,
+                                    origin_url=f"{settings.grobid_url}{GROBID_ORIGIN}",
+                                    derived_from_artifact_id=pdf_artifact_id), ("paper_id", "role", "name"))
 
 
 def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path, Path | None]:
@@ -87,6 +145,9 @@ def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path,
 
 
 class ParseStage(Stage):
+    """Reads files (load), parses and stores images outside any transaction (compute), then
+    writes figures, captions and contexts in the fenced transaction (save)."""
+
     name = "parse"
     entity_type = "paper"
 
@@ -95,23 +156,38 @@ class ParseStage(Stage):
         self.options = options or ParseOptions()
         self.store = ArtifactStore(self.settings.data_dir)
 
-    def process(self, session: Session, item: Claimed) -> Outcome:
+    def load(self, session: Session, item: Claimed) -> ParseJob:
         paper = session.get(Paper, int(item.entity_id))
         if paper is None:
             raise PermanentError(f"paper {item.entity_id} is not in the store")
+        return ParseJob(paper.id, f"{paper.source}:{paper.external_id}", load_files(session, paper.id))
+
+    def compute(self, item: Claimed, job: ParseJob) -> ParseJob:
         workdir = Path(tempfile.mkdtemp(prefix="figalign-parse-"))
         try:
-            paths = materialise(session, self.store, paper.id, workdir)
-            kind, path, pdf = choose_input(paths, self.settings)
+            files = materialise(self.store, job.files, workdir)
+            kind, path, pdf = choose_input({role: p for role, (p, _) in files.items()}, self.settings)
             if kind == "grobid":
-                kind, pdf, path = "tei", path, grobid_tei(session, self.store, paper, path, self.settings)
-            parsed = parse_path(path, kind=kind, out_dir=workdir / "out", pdf=pdf,
-                                paper_id=f"{paper.source}:{paper.external_id}", options=self.options)
-            ids = save_parsed(session, self.store, paper, parsed)
+                kind, pdf = "tei", path
+                path, obj = grobid_tei(self.store, pdf, self.settings)
+                job.tei = (obj, path.name, files["pdf"][1].artifact_id)
+            job.parsed = parse_path(path, kind=kind, out_dir=workdir / "out", pdf=pdf,
+                                    paper_id=job.paper_key, options=self.options)
+            job.images = store_images(self.store, job.parsed)
         except BadInputError as exc:
             raise PermanentError(f"bad input: {exc}") from exc
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        return job
+
+    def save(self, session: Session, item: Claimed, job: ParseJob) -> Outcome:
+        paper = session.get(Paper, job.paper_id)
+        if paper is None:
+            raise PermanentError(f"paper {item.entity_id} is not in the store")
+        if job.tei is not None:
+            record_tei(session, paper.id, job.tei, self.settings)
+        parsed = job.parsed
+        ids = save_parsed(session, paper, parsed, job.images)
         # new figures are queued; figures a re-parse updated go through filtering again
         enqueue(session, "filter", "figure", [str(i) for i in ids])
         requeue(session, "filter", "figure", [str(i) for i in ids])

@@ -40,11 +40,22 @@ from figalign.recaption.prompt import (
     request_prompt_text,
 )
 from figalign.recaption.validate import validate
-from figalign.stages.base import BatchSummary, Outcome, Stage
+from figalign.stages.base import LOST, BatchSummary, Outcome, Stage
+from figalign.stages.leases import LeaseKeeper
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Paper, StageRun
-from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue, stage_states
+from figalign.store.queue import (
+    Claimed,
+    LeaseLost,
+    RunContext,
+    claim_batch,
+    enqueue,
+    fence,
+    finish,
+    requeue,
+    stage_states,
+)
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -61,7 +72,7 @@ class RecaptionStage(Stage):
 
     name = STAGE
     entity_type = "figure"
-    lease_seconds = 1800
+    lease_seconds = 300  # renewed while the batch runs (stages.leases)
 
     def __init__(self, settings: Settings, *, options: PromptOptions | None = None, model: str | None = None,
                  force: bool = False):
@@ -128,9 +139,24 @@ class RecaptionStage(Stage):
                 if status == "done" or (status == "skipped" and ready)
                 or (status == "failed" and input_hash != self.key_hash)]
 
-    def process(self, session: Session, item: Claimed) -> Outcome:
-        """One figure, synchronously (the generic runner's path; the batch runner is concurrent)."""
-        return asyncio.run(_process_alone(self, session, item))
+    # The generic runner's path (one figure at a time); the batch runner is concurrent.
+    def load(self, session: Session, item: Claimed) -> "Work":
+        figure_id = int(item.entity_id)
+        existing = None if self.force else self.existing_caption(session, figure_id)
+        if existing is not None:
+            return Work(item, outcome=Outcome.done(caption_id=existing, existing=True))
+        return Work(item, inp=load_input(session, self.settings, figure_id))
+
+    def compute(self, item: Claimed, work: "Work") -> "Work":
+        if work.outcome is None:
+            config = VllmConfig.from_settings(self.settings, model=self.model)
+            asyncio.run(_ask_all(config, [work], self.model, self.options))
+            if work.error is not None:
+                raise work.error
+        return work
+
+    def save(self, session: Session, item: Claimed, work: "Work") -> Outcome:
+        return work.outcome or store_result(session, self, int(item.entity_id), work.result)
 
 
 @dataclass
@@ -250,15 +276,6 @@ def store_result(session: Session, stage: RecaptionStage, figure_id: int, result
                                     "attempts": result.attempts, "context_shortened": result.shortened})
 
 
-async def _process_alone(stage: RecaptionStage, session: Session, item: Claimed) -> Outcome:
-    config = VllmConfig.from_settings(stage.settings, model=stage.model)
-    work = Work(item, inp=load_input(session, stage.settings, int(item.entity_id)))
-    await _ask_all(config, [work], stage.model, stage.options)
-    if work.error is not None:
-        raise work.error
-    return store_result(session, stage, int(item.entity_id), work.result)
-
-
 def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[Work]:
     """Read inputs; items already done under this key (and not forced) end as done at once."""
     works = []
@@ -282,17 +299,22 @@ def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> li
     return works
 
 
-def _record(engine: Engine, stage: RecaptionStage, work: Work, ctx: RunContext) -> tuple[str, str | None]:
-    """Store the caption (if any) and finish the stage run, in one transaction per item."""
-    with session_scope(engine) as session:
-        outcome = work.outcome
-        if outcome is None and work.result is not None:
-            outcome = store_result(session, stage, int(work.item.entity_id), work.result)
-        if outcome is None:  # unreachable by construction; recorded rather than lost
-            outcome = Outcome("failed", "no outcome recorded")
-        final = finish(session, work.item.run_id, outcome.status, owner=ctx.owner, error=work.error,
-                       reason=outcome.reason, output=outcome.output, retry=work.retry)
-    return final, outcome.reason
+def _record(engine: Engine, stage: RecaptionStage, work: Work) -> tuple[str, str | None]:
+    """Store the caption (if any) and finish the stage run, in one fenced transaction per item."""
+    try:
+        with session_scope(engine) as session:
+            fence(session, work.item)
+            outcome = work.outcome
+            if outcome is None and work.result is not None:
+                outcome = store_result(session, stage, int(work.item.entity_id), work.result)
+            if outcome is None:  # unreachable by construction; recorded rather than lost
+                outcome = Outcome("failed", "no outcome recorded")
+            final = finish(session, work.item, outcome.status, error=work.error,
+                           reason=outcome.reason, output=outcome.output, retry=work.retry)
+        return final, outcome.reason
+    except LeaseLost as exc:
+        log.warning("recaption: figure %s: %s; nothing written", work.item.entity_id, exc)
+        return LOST, "lease taken over by another run; nothing written"
 
 
 class Recorder:
@@ -305,8 +327,9 @@ class Recorder:
     retried) and ``close`` raises: trouble with the store is the batch's, not an item's.
     """
 
-    def __init__(self, engine: Engine, stage: RecaptionStage, ctx: RunContext, summary: BatchSummary):
-        self.engine, self.stage, self.ctx, self.summary = engine, stage, ctx, summary
+    def __init__(self, engine: Engine, stage: RecaptionStage, summary: BatchSummary,
+                 keeper: LeaseKeeper | None = None):
+        self.engine, self.stage, self.summary, self.keeper = engine, stage, summary, keeper
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="recaption-recorder", daemon=True)
@@ -320,7 +343,9 @@ class Recorder:
             if self._error is not None:
                 continue  # the store failed: leave the rest claimed
             try:
-                self.summary.count(*_record(self.engine, self.stage, work, self.ctx))
+                self.summary.count(*_record(self.engine, self.stage, work))
+                if self.keeper is not None:
+                    self.keeper.done(work.item)
             except Exception as exc:  # reported by close(), in the batch's thread
                 log.exception("recaption: recording figure %s failed", work.item.entity_id)
                 self._error = exc
@@ -352,8 +377,18 @@ def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx:
     with session_scope(engine) as session:
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
+    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
+        _run_claimed(engine, settings, stage, items, summary, keeper, client_overrides)
+    summary.seconds = time.monotonic() - started
+    log.info("stage %s: %s", stage.name, summary.as_dict())
+    return summary
+
+
+def _run_claimed(engine: Engine, settings: Settings, stage: RecaptionStage, items: list[Claimed],
+                 summary: BatchSummary, keeper: LeaseKeeper, client_overrides: dict[str, Any] | None) -> None:
+    """Load, ask and record a claimed batch; each answer is recorded as it arrives."""
     not_ready = stage.check_ready()
-    recorder = Recorder(engine, stage, ctx, summary)
+    recorder = Recorder(engine, stage, summary, keeper)
     try:
         if not_ready:
             works = [Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
@@ -370,9 +405,6 @@ def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx:
         recorder.close(raise_error=False)
         raise
     recorder.close()
-    summary.seconds = time.monotonic() - started
-    log.info("stage %s: %s", stage.name, summary.as_dict())
-    return summary
 
 
 def drain_recaption(engine: Engine, settings: Settings, *, limit: int | None = None, batch_size: int = 64,

@@ -32,11 +32,22 @@ from figalign.config import Settings
 from figalign.errors import BadInputError, PermanentError
 from figalign.metrics import ModelUnavailableError
 from figalign.metrics.clipscore import clip_model_id
-from figalign.stages.base import BatchSummary, Outcome, Stage
+from figalign.stages.base import LOST, BatchSummary, Outcome, Stage, record
+from figalign.stages.leases import LeaseKeeper
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, FigureRow, Metric, StageRun
 from figalign.metrics.gains import update_gains
-from figalign.store.queue import Claimed, RunContext, claim_batch, enqueue, finish, requeue, stage_states
+from figalign.store.queue import (
+    Claimed,
+    LeaseLost,
+    RunContext,
+    claim_batch,
+    enqueue,
+    fence,
+    finish,
+    requeue,
+    stage_states,
+)
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -107,7 +118,7 @@ class ScoreStage(Stage):
 
     name = STAGE
     entity_type = "caption"
-    lease_seconds = 1800
+    lease_seconds = 300  # renewed while the batch runs (stages.leases)
 
     def __init__(self, settings: Settings, options: ScoreOptions | None = None):
         self.settings = settings
@@ -328,30 +339,40 @@ def run_score_batch(engine: Engine, settings: Settings, size: int = 32, ctx: Run
         claimed = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(claimed)
     if claimed:
-        with session_scope(engine) as session:
-            items = load_items(session, claimed, stage.wanted_keys())
-        results = compute(stage, items)
-        for item in items:
-            summary.count(*_record(engine, stage, item, results[item.claimed.run_id], ctx))
+        with LeaseKeeper(engine, claimed, stage.lease_seconds) as keeper:
+            with session_scope(engine) as session:
+                items = load_items(session, claimed, stage.wanted_keys())
+            results = compute(stage, items)
+            for item in items:
+                summary.count(*_record(engine, stage, item, results[item.claimed.run_id]))
+                keeper.done(item.claimed)
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
 
 
-def _record(engine: Engine, stage: ScoreStage, item: _Item, result: _Result, ctx: RunContext):
-    """Write one item's rows in its own transaction, then its outcome in another."""
-    error = result.error
-    try:  # rows computed before an item's error (PPPL before a bad image) are kept
-        with session_scope(engine) as session:
-            outcome = write_result(session, stage, item, result)
-    except PermanentError as exc:
-        error = exc
-    if error is not None:
-        outcome = Outcome("failed", f"{type(error).__name__}: {error}")
-    with session_scope(engine) as session:
-        final = finish(session, item.claimed.run_id, outcome.status, owner=ctx.owner, error=error,
-                       reason=outcome.reason, output=outcome.output)
-    return final, outcome.reason
+def _record(engine: Engine, stage: ScoreStage, item: _Item, result: _Result):
+    """Write one item's rows and its outcome in one fenced transaction.
+
+    A metric error after some rows were computed (PPPL before a bad image) still writes
+    those rows, with the item failed; a write that itself fails permanently rolls back and
+    records only the failure.
+    """
+    try:
+        try:
+            with session_scope(engine) as session:
+                fence(session, item.claimed)
+                outcome = write_result(session, stage, item, result)
+                if result.error is not None:
+                    outcome = Outcome("failed", f"{type(result.error).__name__}: {result.error}")
+                final = finish(session, item.claimed, outcome.status, error=result.error,
+                               reason=outcome.reason, output=outcome.output)
+            return final, outcome.reason
+        except PermanentError as exc:
+            return record(engine, item.claimed, Outcome("failed", f"{type(exc).__name__}: {exc}"), error=exc)
+    except LeaseLost as exc:
+        log.warning("score: caption %s: %s; nothing written", item.claimed.entity_id, exc)
+        return LOST, "lease taken over by another run; nothing written"
 
 
 def drain_score(engine: Engine, settings: Settings, *, size: int = 32, limit: int | None = None,

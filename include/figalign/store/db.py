@@ -75,3 +75,23 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# Postgres SQLSTATEs that mean "this transaction lost a race; running it again will work"
+_RETRYABLE_PGCODES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock timeout
+
+
+def transient_db_error(exc: BaseException) -> bool:
+    """Whether a store error is a lost race (deadlock, serialization, busy SQLite) worth a retry.
+
+    Two workers writing overlapping rows can deadlock on Postgres; the database aborts one
+    of them, and the item's transaction (data and outcome together) simply runs again.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "pgcode", None)
+    if code in _RETRYABLE_PGCODES:
+        return True
+    return "database is locked" in str(exc.orig)

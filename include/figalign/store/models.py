@@ -111,6 +111,8 @@ class PaperFile(Base):
     origin_url: Mapped[str | None] = mapped_column(Text)
     # the paper's source_updated_at when this file was fetched: a newer listing means a new version
     source_updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # for a derived file (GROBID TEI): the artifact it was computed from (0004)
+    derived_from_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
 
 
 class FigureRow(TimestampMixin, Base):
@@ -230,6 +232,8 @@ class StageRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(256))
+    # fencing token of the current claim (0004): only its holder may record the outcome
+    lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     input_hash: Mapped[str | None] = mapped_column(String(64))
     error_class: Mapped[str | None] = mapped_column(String(128))
@@ -264,6 +268,8 @@ class HarvestCursor(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # records the listing dropped while reading it, by reason (0004)
+    dropped: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Export(Base):

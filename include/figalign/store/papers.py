@@ -7,18 +7,20 @@ removed with their contexts and captions, so the store always mirrors the latest
 A figure whose image pixels or original caption changed (a new arXiv version, a fixed
 parser) keeps its row, but what was derived from the old content is dropped — its model
 recaptions and all its metrics — and the recaption and score stages are queued again for
-it, so no recaption or score ever describes content the figure no longer has.
+it, so no recaption or score ever describes content the figure no longer has. Figures
+that filtering had marked duplicates of a removed or changed figure are filtered again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from figalign.records import Figure, ParsedPaper
-from figalign.storage import ArtifactStore, record_artifact
+from figalign.storage import ArtifactStore, StoredObject, record_artifact
 from figalign.store.models import Caption, CitationContextRow, FigureRow, Metric, Paper
 from figalign.store.queue import requeue
 from figalign.store.upsert import upsert
@@ -39,22 +41,43 @@ def pixel_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _save_image(session: Session, store: ArtifactStore, fig: Figure) -> dict:
-    if fig.image is None or not Path(fig.image.path).exists():
+@dataclass(frozen=True)
+class StoredImage:
+    """A figure image already in the artifact store, with its pixel hash."""
+
+    obj: StoredObject
+    pixel_sha256: str
+
+
+def store_images(store: ArtifactStore, parsed: ParsedPaper) -> dict[str, StoredImage]:
+    """Put every figure image into the artifact store; keyed by figure id.
+
+    Done before the write transaction (the store may be remote: no I/O under a lock), and
+    harmless if that transaction never happens: objects are content-addressed.
+    """
+    out = {}
+    for fig in parsed.figures:
+        if fig.image is not None and Path(fig.image.path).exists():
+            obj = store.put_file(fig.image.path, media_type=fig.image.media_type)
+            out[fig.id] = StoredImage(obj, pixel_sha256(fig.image.path))
+    return out
+
+
+def _save_image(session: Session, fig: Figure, image: StoredImage | None) -> dict:
+    if image is None:
         return dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
-    obj = store.put_file(fig.image.path, media_type=fig.image.media_type)
-    artifact_id = record_artifact(session, obj)
-    return dict(image_artifact_id=artifact_id, width=fig.image.width, height=fig.image.height,
-                phash=fig.image.phash, pixel_sha256=pixel_sha256(fig.image.path))
+    return dict(image_artifact_id=record_artifact(session, image.obj), width=fig.image.width,
+                height=fig.image.height, phash=fig.image.phash, pixel_sha256=image.pixel_sha256)
 
 
-def _save_figure(session: Session, store: ArtifactStore, paper: Paper, parsed: ParsedPaper, fig: Figure) -> int:
+def _save_figure(session: Session, paper: Paper, parsed: ParsedPaper, fig: Figure,
+                 images: dict[str, StoredImage], changed: list[int]) -> int:
     key = f"{paper.source}:{paper.external_id}{paper.version and 'v' + paper.version.lstrip('v')}:{fig.id.split(':', 1)[-1]}"
     values = dict(
         figure_key=key, paper_id=paper.id, label=fig.label, number=fig.number, kind=fig.kind,
         ordinal=fig.ordinal, page=fig.page, bbox=fig.bbox,
         subfigures=[{"label": s.label, "caption": s.caption} for s in fig.subfigures],
-        parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, store, fig),
+        parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, fig, images.get(fig.id)),
     )
     before = _content(session, key)
     figure_id = upsert(session, FigureRow, values, ("figure_key",))
@@ -62,6 +85,7 @@ def _save_figure(session: Session, store: ArtifactStore, paper: Paper, parsed: P
                                                params_hash="", text=fig.caption, status="accepted"), CAPTION_KEY)
     if before is not None and before != (values["pixel_sha256"], fig.caption):
         invalidate_derived(session, figure_id, caption_id)
+        changed.append(figure_id)
     session.execute(delete(CitationContextRow).where(CitationContextRow.figure_id == figure_id,
                                                      CitationContextRow.position.notin_([c.position for c in fig.contexts])))
     for ctx in fig.contexts:
@@ -88,12 +112,36 @@ def invalidate_derived(session: Session, figure_id: int, original_caption_id: in
     requeue(session, "score", "caption", [str(original_caption_id)])
 
 
-def save_parsed(session: Session, store: ArtifactStore, paper: Paper, parsed: ParsedPaper) -> list[int]:
-    """Upsert a parse's figures for ``paper``; return the figure ids, in order."""
-    ids = [_save_figure(session, store, paper, parsed, fig) for fig in parsed.figures]
-    stale = select(FigureRow.id).where(FigureRow.paper_id == paper.id, FigureRow.id.notin_(ids or [-1]))
-    session.execute(update(FigureRow).where(FigureRow.duplicate_of_id.in_(stale)).values(duplicate_of_id=None))
-    session.execute(delete(FigureRow).where(FigureRow.id.in_(stale)))
+def release_duplicates_of(session: Session, figure_ids: list[int]) -> int:
+    """Figures marked duplicates of these (removed or changed) figures are filtered again.
+
+    Their decision named an original that no longer exists or no longer shows the same
+    image, so it is cleared and the filter stage re-queued for them: they find a new
+    original, or are kept themselves.
+    """
+    if not figure_ids:
+        return 0
+    ids = list(session.execute(select(FigureRow.id).where(FigureRow.duplicate_of_id.in_(figure_ids))).scalars())
+    if ids:
+        session.execute(update(FigureRow).where(FigureRow.id.in_(ids))
+                        .values(duplicate_of_id=None, filter_reason=None))
+        requeue(session, "filter", "figure", [str(i) for i in ids])
+    return len(ids)
+
+
+def save_parsed(session: Session, paper: Paper, parsed: ParsedPaper,
+                images: dict[str, StoredImage] | None = None) -> list[int]:
+    """Upsert a parse's figures for ``paper``; return the figure ids, in order.
+
+    ``images`` are the figures' images, already in the artifact store (``store_images``).
+    """
+    changed: list[int] = []
+    ids = [_save_figure(session, paper, parsed, fig, images or {}, changed) for fig in parsed.figures]
+    stale = list(session.execute(select(FigureRow.id).where(FigureRow.paper_id == paper.id,
+                                                            FigureRow.id.notin_(ids or [-1]))).scalars())
+    release_duplicates_of(session, stale + changed)
+    if stale:
+        session.execute(delete(FigureRow).where(FigureRow.id.in_(stale)))
     if not paper.licence and parsed.licence:  # the harvest's licence wins; the source's fills a gap
         paper.licence, paper.licence_url = parsed.licence, parsed.licence_url
     paper.doi = paper.doi or parsed.doi

@@ -6,12 +6,22 @@ rows that exist), ``claim_batch`` hands each claimable row to exactly one worker
 ``finish`` records the outcome. A worker that dies leaves its lease to expire; the next
 claim takes the item back, counting the attempt, and an item past ``max_attempts`` ends
 ``failed`` with its last error instead of looping forever.
+
+Fencing: every claim gives the row a fresh random ``lease_token`` (and ``requeue`` and every
+outcome clear it). Only the holder of the row's current token may record an outcome:
+``fence`` checks it under a row lock (``FOR UPDATE`` on Postgres; SQLite's write lock,
+taken at ``BEGIN IMMEDIATE``) at the start of the transaction that also carries the
+stage's data writes, and raises ``LeaseLost`` otherwise, so a worker that lost its item —
+requeued for a re-run, or taken over after its lease expired — writes nothing at all.
+Live workers keep their leases with ``renew``; a lease is short, so a dead worker's items
+come back quickly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,15 +33,27 @@ from figalign.store.models import StageRun, utcnow
 from figalign.store.upsert import insert_for
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the item's lease: it must write nothing for it."""
+
+    def __init__(self, run_id: int, why: str):
+        super().__init__(f"stage run {run_id}: {why}")
+        self.run_id = run_id
+
+
 @dataclass(frozen=True)
 class Claimed:
-    """One claimed item: what a stage needs to process it and to report back."""
+    """One claimed item: what a stage needs to process it and to report back.
+
+    ``token`` is the claim's fencing token; outcomes are accepted only with it.
+    """
 
     run_id: int
     stage: str
     entity_type: str
     entity_id: str
     attempts: int
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,7 +107,7 @@ def requeue(session: Session, stage: str, entity_type: str, entity_ids: Iterable
     result = session.execute(
         update(StageRun)
         .where(StageRun.stage == stage, StageRun.entity_type == entity_type, StageRun.entity_id.in_(ids))
-        .values(status="pending", attempts=0, lease_owner=None, lease_expires_at=None,
+        .values(status="pending", attempts=0, lease_owner=None, lease_expires_at=None, lease_token=None,
                 error_class=None, error_message=None, reason=None)
     )
     return result.rowcount or 0
@@ -101,7 +123,7 @@ def _fail_exhausted(session: Session, stage: str, now: dt.datetime) -> int:
     result = session.execute(
         update(StageRun)
         .where(_claimable(stage, now), StageRun.attempts >= StageRun.max_attempts)
-        .values(status="failed", finished_at=now, lease_owner=None, lease_expires_at=None,
+        .values(status="failed", finished_at=now, lease_owner=None, lease_expires_at=None, lease_token=None,
                 reason="attempts exhausted: lease expired on the last attempt")
     )
     return result.rowcount or 0
@@ -112,7 +134,7 @@ def claim_batch(
     stage: str,
     size: int,
     *,
-    lease_seconds: int = 900,
+    lease_seconds: int = 120,
     ctx: RunContext | None = None,
 ) -> list[Claimed]:
     """Claim up to ``size`` items of ``stage`` for this worker; commit before returning.
@@ -138,32 +160,53 @@ def claim_batch(
     for row in rows:
         row.status, row.attempts = "running", row.attempts + 1
         row.lease_owner, row.lease_expires_at, row.started_at = ctx.owner, expires, now
+        row.lease_token = secrets.token_hex(16)
         row.dag_id, row.run_id, row.task_id, row.try_number = ctx.dag_id, ctx.run_id, ctx.task_id, ctx.try_number
-        claimed.append(Claimed(row.id, row.stage, row.entity_type, row.entity_id, row.attempts))
+        claimed.append(Claimed(row.id, row.stage, row.entity_type, row.entity_id, row.attempts, row.lease_token))
     session.commit()
     return claimed
 
 
+def _locked_row(session: Session, run_id: int) -> StageRun | None:
+    """The stage-run row, locked for this transaction (SQLite: already, by BEGIN IMMEDIATE)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return session.get(StageRun, run_id, with_for_update=postgres, populate_existing=True)
+
+
+def fence(session: Session, item: Claimed) -> StageRun:
+    """Lock the item's row and check this worker still holds its lease; else ``LeaseLost``.
+
+    Call it first in the transaction that writes the item's results: the lock is held
+    until that transaction ends, so no requeue or new claim can slip in between the check
+    and the writes.
+    """
+    row = _locked_row(session, item.run_id)
+    if row is None:
+        raise LeaseLost(item.run_id, "row no longer exists")
+    if row.status != "running" or not item.token or row.lease_token != item.token:
+        raise LeaseLost(item.run_id, f"lease taken over (status {row.status}, {'another' if row.lease_token else 'no'} "
+                                     "lease holder)")
+    return row
+
+
 def finish(
     session: Session,
-    run_id: int,
+    item: Claimed,
     status: str,
     *,
-    owner: str | None = None,
     error: BaseException | None = None,
     reason: str | None = None,
     output: dict | None = None,
     retry: bool = False,
 ) -> str:
-    """Record an item's outcome; return the status it ends in.
+    """Record the outcome of an item this worker holds; return the status it ends in.
 
-    ``retry=True`` (a transient error) puts the item back to pending while attempts remain,
-    else it ends failed. A worker whose lease was taken over by another (``owner`` no
-    longer matches) records nothing, so a slow zombie cannot overwrite fresh results.
+    Fenced (see ``fence``): raises ``LeaseLost`` when the lease is no longer this
+    worker's, so the caller's transaction — with any data written for the item — rolls
+    back. ``retry=True`` (a transient error) puts the item back to pending while attempts
+    remain, else it ends failed.
     """
-    row = session.get(StageRun, run_id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if row is None or (owner is not None and row.lease_owner not in (owner, None)):
-        return "lost-lease"
+    row = fence(session, item)
     if status == "failed" and retry and row.attempts < row.max_attempts:
         status = "pending"
     row.status = status
@@ -174,9 +217,27 @@ def finish(
         row.error_message = str(error)[:4000]
     elif status in ("done", "skipped"):
         row.error_class = row.error_message = None
-    row.lease_owner = row.lease_expires_at = None
+    row.lease_owner = row.lease_expires_at = row.lease_token = None
     row.finished_at = utcnow() if status != "pending" else None
     return status
+
+
+def renew(session: Session, items: Iterable[Claimed], lease_seconds: int) -> set[int]:
+    """Extend the leases this worker still holds; return the run ids it still holds.
+
+    A plain ``UPDATE … WHERE lease_token = :token``, so a lease already taken over is not
+    touched (and its run id is missing from the result).
+    """
+    expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+    held: set[int] = set()
+    for item in items:
+        result = session.execute(
+            update(StageRun)
+            .where(StageRun.id == item.run_id, StageRun.status == "running", StageRun.lease_token == item.token)
+            .values(lease_expires_at=expires))
+        if result.rowcount:
+            held.add(item.run_id)
+    return held
 
 
 def stage_states(session: Session, stage: str, entity_type: str, entity_ids: list[str],
