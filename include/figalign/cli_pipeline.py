@@ -27,7 +27,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from figalign.pipeline import harvest_status, render_summary
+    from figalign.pipeline import all_reasons, harvest_status, render_summary
+
+    if args.reasons:
+        for r in all_reasons(args.stage):
+            print(f"{r['stage']:<10} {r['status']:<8} {r['count']:>7} × {r['reason']}   (e.g. {r['example']})")
+        return 0
 
     for source, info in harvest_status().items():
         windows = ", ".join(f"{k}={v}" for k, v in sorted(info["windows"].items()))
@@ -58,4 +63,6 @@ def add_commands(sub) -> None:
     r.add_argument("--max-batches", type=int, default=1000)
     r.set_defaults(func=_run)
     s = sub.add_parser("status", help="items per stage and status, with top failure reasons")
+    s.add_argument("--reasons", action="store_true", help="list every reason with its count and an example id")
+    s.add_argument("--stage", help="with --reasons: only this stage")
     s.set_defaults(func=_status)

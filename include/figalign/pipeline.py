@@ -168,6 +168,31 @@ def render_summary(run_id: str | None, settings: Settings | None = None) -> dict
 STATUS_COLUMNS = ("pending", "running", "done", "skipped", "failed")
 
 
+def all_reasons(stage: str | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every failure and skip reason (and the filter's decisions), with counts and one example id.
+
+    Reasons that embed another id (``duplicate-of:<figure key>``) are grouped without it.
+    """
+    import re
+    from collections import Counter
+
+    settings = settings or load_settings()
+    reason = func.coalesce(StageRun.reason, StageRun.error_class)
+    query = (select(StageRun.stage, StageRun.status, reason, func.count(), func.min(StageRun.entity_id))
+             .where(reason.is_not(None)).group_by(StageRun.stage, StageRun.status, reason))
+    if stage:
+        query = query.where(StageRun.stage == stage)
+    counts: Counter = Counter()
+    examples: dict[tuple, str] = {}
+    with session_scope(get_engine(settings)) as session:
+        for st, status, why, n, example in session.execute(query):
+            key = (st, status, re.sub(r"(duplicate-of:)\S+", r"\1<figure>", why))
+            counts[key] += n
+            examples.setdefault(key, example)
+    return [{"stage": k[0], "status": k[1], "reason": k[2], "count": n, "example": examples[k]}
+            for k, n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][2]))]
+
+
 def harvest_status(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """Per source: windows by state (done / open / running), records listed, and records
     dropped at listing time by reason (deleted, no identifier …), so none goes uncounted."""

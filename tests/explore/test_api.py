@@ -288,8 +288,9 @@ def test_stage_view_counts_and_top_failures(explorer):
     counts = {(c["stage"], c["status"]): c["count"] for c in data["counts"]}
     assert counts == {("parse", "done"): 2, ("filter", "done"): 5, ("filter", "failed"): 3,
                       ("recaption", "done"): 1, ("recaption", "skipped"): 1}
-    fails = [(f["stage"], f["reason"], f["count"]) for f in data["failures"]]
-    assert fails == [("filter", "BadInputError", 2), ("filter", "PermanentError", 1)]
+    fails = [(f["stage"], f["status"], f["reason"], f["count"]) for f in data["failures"]]
+    assert fails == [("filter", "failed", "BadInputError", 2), ("filter", "failed", "PermanentError", 1),
+                     ("recaption", "skipped", "recaption exists", 1)]
     html = client.get("/stages").text
     assert "stage=filter&amp;status=failed&amp;reason=BadInputError" in html
 

@@ -301,7 +301,9 @@ def test_two_captions_in_one_float_and_psfig(tmp_path):
 
 # ------------------------------------------------------------------ images that cannot be made
 def test_eps_without_ghostscript_is_a_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(latex.shutil, "which", lambda name: None)
+    from figalign.parsers import ghostscript
+
+    monkeypatch.setattr(ghostscript.shutil, "which", lambda name: None)
     files = {"main.tex": doc("\\begin{figure}\\includegraphics{f.eps}\\caption{An EPS.}\\end{figure}"), "f.eps": EPS}
     paper = run(make_tar(tmp_path / "e.tar.gz", files), tmp_path)
     assert paper.figures[0].image is None and paper.figures[0].caption == "An EPS."

@@ -160,11 +160,12 @@ def test_grobid_tei_is_bound_to_the_pdf_it_came_from_and_no_transaction_waits_on
     from figalign.clients.grobid import GrobidClient
     from tests.servers.grobid_server import GrobidStandIn
 
-    seen: list[str] = []
+    probe = tmp_path / "probe.txt"  # the call happens in the item's child process: report through a file
     real = GrobidClient.process_fulltext
 
     def probed(self, *args, **kwargs):
-        seen.append(open_write_transactions(db_url))
+        with open(probe, "a") as fh:
+            fh.write(open_write_transactions(db_url) + "\n")
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(GrobidClient, "process_fulltext", probed)
@@ -172,7 +173,7 @@ def test_grobid_tei_is_bound_to_the_pdf_it_came_from_and_no_transaction_waits_on
         settings = Settings(data_dir=tmp_path / "data", database_url=db_url, grobid_url=grobid.url)
         pid = _acl_paper(engine, settings, tmp_path)
         assert drain(ParseStage(settings), engine).statuses == {"done": 1}
-    assert seen == ["none"]
+    assert probe.read_text().splitlines() == ["none"]
     with session_scope(engine) as s:
         rows = {r.role: r for r in s.scalars(select(PaperFile).where(PaperFile.paper_id == pid))}
         assert rows["tei"].derived_from_artifact_id == rows["pdf"].artifact_id

@@ -167,8 +167,9 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
 
 
 def reason_key():
-    """How failures are grouped and filtered: the error class, else the recorded reason."""
-    return func.coalesce(StageRun.error_class, StageRun.reason, "(none)")
+    """How failures are grouped and filtered: the recorded reason (it names what went wrong,
+    e.g. ``over-budget: wall 120 s``), else the error class."""
+    return func.coalesce(StageRun.reason, StageRun.error_class, "(none)")
 
 
 def _filters(query: GridQuery, fig, paper) -> list:
@@ -368,16 +369,16 @@ def stage_counts(session: Session) -> list[dict[str, Any]]:
 
 
 def top_failures(session: Session, stages: list[str], limit: int = 10) -> list[dict[str, Any]]:
-    """The most frequent failure reasons per stage, with one example entity each."""
+    """The most frequent failure and skip reasons per stage, with one example entity each."""
     out = []
     key = reason_key()
     for stage in stages:
-        stmt = (select(key.label("reason"), func.count().label("n"), func.min(StageRun.entity_id).label("example"),
-                       func.min(StageRun.entity_type).label("entity_type"))
-                .where(StageRun.stage == stage, StageRun.status == "failed")
-                .group_by(key).order_by(func.count().desc(), key).limit(limit))
+        stmt = (select(StageRun.status, key.label("reason"), func.count().label("n"),
+                       func.min(StageRun.entity_id).label("example"), func.min(StageRun.entity_type).label("entity_type"))
+                .where(StageRun.stage == stage, StageRun.status.in_(("failed", "skipped")))
+                .group_by(StageRun.status, key).order_by(StageRun.status, func.count().desc(), key).limit(limit))
         for r in session.execute(stmt):
-            out.append(dict(stage=stage, reason=r.reason, count=r.n, example_entity=r.example,
+            out.append(dict(stage=stage, status=r.status, reason=r.reason, count=r.n, example_entity=r.example,
                             entity_type=r.entity_type))
     return out
 

@@ -106,9 +106,9 @@ STAGES = """{% extends "layout" %}{% block main %}<h1>Stages</h1>
 <div class="panel"><h2>Items per stage and status</h2><table id="stage-counts"><tr><th>stage</th>{% for s in statuses %}<th>{{ s }}</th>{% endfor %}</tr>
 {% for stage, row in table %}<tr><td>{{ stage }}</td>{% for s in statuses %}<td>{% if row.get(s) %}<a href="{{ base }}/?{{ {'stage': stage, 'status': s}|qs }}">{{ row.get(s) }}</a>{% else %}0{% endif %}</td>{% endfor %}</tr>{% endfor %}
 </table><div class="meta">Counts are cached for {{ ttl }} s.</div></div>
-<div class="panel"><h2>Top failure reasons</h2><table id="failures"><tr><th>stage</th><th>reason</th><th>count</th><th>examples</th></tr>
-{% for f in failures %}<tr><td>{{ f.stage }}</td><td>{{ f.reason }}</td><td>{{ f.count }}</td>
-<td><a href="{{ base }}/?{{ {'stage': f.stage, 'status': 'failed', 'reason': f.reason}|qs }}">figures</a>{% if f.entity_type == 'figure' %} · <a href="{{ base }}/figure/{{ f.example_entity }}">one example</a>{% endif %}</td></tr>
+<div class="panel"><h2>Top failure and skip reasons</h2><table id="failures"><tr><th>stage</th><th>status</th><th>reason</th><th>count</th><th>examples</th></tr>
+{% for f in failures %}<tr><td>{{ f.stage }}</td><td>{{ f.status }}</td><td>{{ f.reason }}</td><td>{{ f.count }}</td>
+<td>{% if f.entity_type in ('figure', 'paper', 'caption') %}<a href="{{ base }}/?{{ {'stage': f.stage, 'status': f.status, 'reason': f.reason}|qs }}">figures</a>{% else %}{{ f.entity_type }} {{ f.example_entity }}{% endif %}{% if f.entity_type == 'figure' %} · <a href="{{ base }}/figure/{{ f.example_entity }}">one example</a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="4" class="meta">no failures recorded</td></tr>{% endfor %}</table></div>{% endblock %}"""
 
 COMPARE = """{% extends "layout" %}{% block main %}<h1>Compare recaptions</h1>

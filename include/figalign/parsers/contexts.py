@@ -118,9 +118,26 @@ def attach_text_mentions(
 
 
 def add_context(fig: Figure, text: str, section: str | None, position: int, mention: str | None) -> bool:
-    """Attach one context to a figure unless that sentence is already there."""
+    """Attach one context to a figure unless that sentence is already there.
+
+    The texts already attached are kept in a set beside the figure (rebuilt whenever
+    ``fig.contexts`` changed behind its back), so a figure cited by every paragraph of a
+    long paper costs linear, not quadratic, time (tests/parsers/test_linear_time.py).
+    """
     text = normalize_ws(text)
-    if not text or any(c.text == text for c in fig.contexts):
+    if not text:
+        return False
+    seen = _context_texts(fig)
+    if text in seen:
         return False
     fig.contexts.append(CitationContext(text=text, section=section, position=position, mention=mention))
+    seen.add(text)
     return True
+
+
+def _context_texts(fig: Figure) -> set[str]:
+    cached = getattr(fig, "_context_texts", None)
+    if cached is None or len(cached) != len(fig.contexts):
+        cached = {c.text for c in fig.contexts}
+        object.__setattr__(fig, "_context_texts", cached)
+    return cached

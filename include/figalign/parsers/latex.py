@@ -13,8 +13,6 @@ import importlib
 import importlib.util
 import logging
 import re
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -584,38 +582,11 @@ def _render_pdf(path: Path, page: int, out: Path, options: ParseOptions) -> Figu
         raise BadInputError(f"unreadable PDF graphic: {type(exc).__name__}: {exc}") from exc
 
 
-def _eps_bbox(path: Path) -> tuple[float, float] | None:
-    with open(path, "rb") as fh:
-        head = fh.read(8192).decode("latin-1")
-    m = re.search(r"%%BoundingBox:\s*(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)", head)
-    if not m:
-        return None
-    x0, y0, x1, y1 = (float(v) for v in m.groups())
-    return abs(x1 - x0), abs(y1 - y0)
-
-
 def _render_eps(path: Path, out: Path, options: ParseOptions) -> FigureImage:
-    """EPS/PS through Ghostscript (cropped to the bounding box); needs `gs` on PATH."""
-    gs = shutil.which("gs")
-    if gs is None:
-        raise BadInputError("eps needs ghostscript (gs not found on PATH)")
-    dpi = float(options.dpi)
-    bbox = _eps_bbox(path)
-    if bbox and max(bbox) > 0:
-        dpi = max(10.0, min(dpi, options.max_side * 72.0 / max(bbox)))
-    with tempfile.TemporaryDirectory(prefix="figalign-gs-") as tmp:
-        png = Path(tmp) / "page.png"
-        cmd = [gs, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop", "-sDEVICE=png16m",
-               f"-r{dpi:.1f}", "-dFirstPage=1", "-dLastPage=1", "-dTextAlphaBits=4",
-               "-dGraphicsAlphaBits=4", f"-sOutputFile={png}", str(path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise BadInputError("ghostscript timed out") from exc
-        if not png.exists() or png.stat().st_size == 0:
-            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise BadInputError(f"ghostscript failed: {msg[-1] if msg else proc.returncode}")
-        return images.convert_to_png(png.read_bytes(), out, max_side=options.max_side)
+    """EPS/PS through Ghostscript, sandboxed (``parsers.ghostscript``); needs `gs` on PATH."""
+    from figalign.parsers.ghostscript import render_eps
+
+    return render_eps(path, out, options)
 
 
 # ------------------------------------------------------------------ title, abstract, contexts
@@ -642,10 +613,20 @@ def _abstract(text: str) -> str | None:
     return abstract or None
 
 
+def _without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each (sorted, disjoint) span replaced by a paragraph break, in one pass."""
+    pieces, pos = [], 0
+    for a, b in sorted(spans):
+        if a < pos:
+            continue
+        pieces += [text[pos:a], "\n\n"]
+        pos = b
+    return "".join(pieces) + text[pos:]
+
+
 def _paragraphs(body: str) -> list[tuple[str | None, str]]:
     """Body paragraphs (blank-line separated) with the title of the section they sit in."""
-    for a, b in reversed(float_spans(body)):
-        body = body[:a] + "\n\n" + body[b:]
+    body = _without_spans(body, float_spans(body))
     bib = re.search(r"\\begin\{thebibliography\}|\\bibliography\{|\\printbibliography", body)
     if bib:
         body = body[: bib.start()]

@@ -42,6 +42,8 @@ def detect_kind(path: Path) -> str:
         raise BadInputError(f"no parsable paper in directory {path}")
     with open(path, "rb") as fh:
         head = fh.read(4096)
+    if not head:
+        raise BadInputError(f"empty file: {path}")
     if head.startswith(b"%PDF"):
         return "pdf"
     if head.lstrip().startswith(b"<"):
@@ -51,8 +53,11 @@ def detect_kind(path: Path) -> str:
         raise BadInputError(f"XML of unknown kind: {path}")
     if head.startswith(b"\x1f\x8b") or tarfile.is_tarfile(path) or zipfile.is_zipfile(path):
         if head.startswith(b"\x1f\x8b") and not tarfile.is_tarfile(path):
-            with gzip.open(path, "rb") as gz:
-                inner = gz.read(8)
+            try:
+                with gzip.open(path, "rb") as gz:
+                    inner = gz.read(8)
+            except (OSError, EOFError) as exc:
+                raise BadInputError(f"corrupt gzip file: {path}: {exc}") from exc
             if inner.startswith(b"%PDF"):
                 return "pdf"
         return "latex"

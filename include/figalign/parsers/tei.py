@@ -143,10 +143,12 @@ def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], dict[
     by_id: dict[str, Figure] = {}
     boxes: dict[str, list[list[float]]] = {}
     text = _first(root, "text")
+    ordinals: dict[str, int] = {}
+    ids: set[str] = set()
     for el in (text if text is not None else root).iter():
         if local_name(el) != "figure":
             continue
-        fig, fig_boxes = _make_figure(el, paper)
+        fig, fig_boxes = _make_figure(el, paper, ordinals, ids)
         paper.figures.append(fig)
         boxes[fig.id] = fig_boxes
         if el.get(XML_ID):
@@ -154,15 +156,18 @@ def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], dict[
     return by_id, boxes
 
 
-def _make_figure(el, paper: ParsedPaper) -> tuple[Figure, list[list[float]]]:
+def _make_figure(el, paper: ParsedPaper, ordinals: dict[str, int], ids: set[str]) -> tuple[Figure, list[list[float]]]:
+    """One ``<figure>``; ``ordinals`` (per kind) and ``ids`` carry what earlier figures used."""
     kind = "table" if el.get("type") == "table" else "figure"
     head, label, desc = _child_text(el, "head"), _child_text(el, "label"), _child_text(el, "figDesc")
     number = _label_number(head, label, desc)
-    ordinal = sum(1 for f in paper.figures if f.kind == kind)
+    ordinal = ordinals.get(kind, 0)
+    ordinals[kind] = ordinal + 1
     fid = figure_id(paper.paper_id, kind, number, ordinal)
-    if any(f.id == fid for f in paper.figures):
+    if fid in ids:
         paper.warnings.append(f"{kind} {number}: label appears twice; keyed by ordinal")
         fid = figure_id(paper.paper_id, kind, None, ordinal)
+    ids.add(fid)
     fig = Figure(id=fid, label=(("Table " if kind == "table" else "Figure ") + number) if number else None,
                  kind=kind, caption=_caption(head, desc, _child_text(el, "note")), ordinal=ordinal,
                  number=number, source_ref=el.get(XML_ID))

@@ -33,6 +33,7 @@ class LocalPaper:
     external_id: str
     files: list[tuple[str, Path]] = field(default_factory=list)
     skipped_reason: str | None = None
+    name: str = ""  # the folder entry's own name, as the user knows it
 
 
 def _jats_media(xml: Path) -> list[Path]:
@@ -83,6 +84,7 @@ def scan(folder: Path) -> Iterator[LocalPaper]:
                                (path.suffix == ".pdf" and path.stem in stems_with_xml)):
             continue
         paper = _entry(path)
+        paper.name = path.name
         if path.suffix in (".xml", ".nxml") and (path.with_suffix(".pdf")).exists():
             paper.files.append(("pdf", path.with_suffix(".pdf")))
         yield paper
@@ -109,6 +111,7 @@ def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int |
             log.warning("local source: skipping %s: %s", local.external_id, local.skipped_reason)
             if skipped is not None:
                 skipped.append((local.external_id, local.skipped_reason))
+            record_ingest(session, local.name, "skipped", f"refused at ingest: {local.skipped_reason}")
             continue
         values = dict(source="local", external_id=local.external_id, version="",
                       source_urls={"folder": str(Path(folder).resolve())})
@@ -122,5 +125,22 @@ def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int |
             upsert(session, PaperFile, dict(paper_id=paper_id, role=role, name=path.name, artifact_id=artifact_id,
                                             origin_url=path.resolve().as_uri()), ("paper_id", "role", "name"))
         ids.append(paper_id)
+        record_ingest(session, local.name, "done", None, paper_id=paper_id)
     enqueue(session, "parse", "paper", [str(i) for i in ids])
     return ids
+
+
+def record_ingest(session: Session, name: str, status: str, reason: str | None, **output) -> None:
+    """One ``ingest`` stage row per folder entry (keyed by its name): what became of it.
+
+    A refused entry (empty, unknown kind, no paper in a folder) is thus on record, counted
+    by ``figalign status`` and listed in the explorer's stage view, like any stage's items.
+    """
+    from figalign.store.models import StageRun, utcnow
+    from figalign.store.text import clean
+
+    now = utcnow()
+    upsert(session, StageRun, dict(stage="ingest", entity_type="file", entity_id=clean(name)[0][:256], status=status,
+                                   attempts=1, max_attempts=1, reason=reason, output=output, started_at=now,
+                                   finished_at=now, lease_owner=None, lease_token=None, lease_expires_at=None),
+           ("stage", "entity_type", "entity_id"))

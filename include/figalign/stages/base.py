@@ -23,6 +23,7 @@ item)``, which the default ``save`` calls inside the fenced transaction.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -33,12 +34,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from figalign.errors import ConfigError, PermanentError, TransientError
+from figalign.stages.budget import Budget, OverBudget, run_budgeted
 from figalign.stages.leases import LeaseKeeper
 from figalign.store.db import session_scope, transient_db_error
 from figalign.store.queue import Claimed, LeaseLost, RunContext, claim_batch, enqueue, fence, finish
 
 log = logging.getLogger(__name__)
 LOST = "lost-lease"
+QUARANTINE_AFTER = 2  # tries an item may go over its budget before it is quarantined
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class Stage:
     entity_type: str = ""
     max_attempts: int = 3
     lease_seconds: int = 120
+    budget: Budget | None = None  # per item: wall time, memory, temp disk (stages.budget)
+
+    def budget_setup(self) -> None:
+        """Runs in the budgeted child before ``compute`` (e.g. limits derived from the budget)."""
 
     def discover(self, session: Session) -> Iterable[str]:
         """Entity ids ready for this stage (enqueue ignores ones already queued)."""
@@ -171,11 +178,11 @@ def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None 
         try:
             with session_scope(engine) as session:
                 loaded = stage.load(session, item)
-            computed = stage.compute(item, loaded)
+            computed, usage = compute(stage, item, loaded)
             with session_scope(engine) as session:
                 fence(session, item)
                 outcome = stage.save(session, item, computed)
-                final = finish(session, item, outcome.status, reason=outcome.reason, output=outcome.output)
+                final = finish(session, item, outcome.status, reason=outcome.reason, output={**outcome.output, **usage})
             return final, outcome.reason
         except LeaseLost:
             raise
@@ -187,22 +194,52 @@ def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None 
         return LOST, "lease taken over by another run; nothing written"
 
 
+def compute(stage: Stage, item: Claimed, loaded: Any) -> tuple[Any, dict[str, Any]]:
+    """``stage.compute``, within the stage's budget when it has one (``stages.budget``)."""
+    if stage.budget is None:
+        return stage.compute(item, loaded), {}
+    result, usage = run_budgeted(stage.compute, (item, loaded), stage.budget,
+                                 label=f"{stage.entity_type} {item.entity_id}", setup=stage.budget_setup)
+    return result, {"wall_s": usage.wall_s, "peak_mb": usage.peak_mb}
+
+
 def failure_outcome(stage: Stage, item: Claimed, exc: Exception) -> tuple[Outcome, bool]:
-    """(outcome, retry) of an item that raised: transient errors retry, the rest fail."""
+    """(outcome, retry) of an item that raised: transient errors retry, the rest fail.
+
+    An item over budget is retried once (the machine may have been busy) and then
+    quarantined: failed with a reason that says so, never claimed again. Reasons never
+    quote temp paths (``scrub_paths``).
+    """
+    if isinstance(exc, OverBudget):
+        if item.attempts < QUARANTINE_AFTER:
+            return Outcome("failed", scrub_paths(str(exc))), True
+        return Outcome("failed", f"quarantined after {item.attempts} tries: {scrub_paths(str(exc))}"), False
     if isinstance(exc, TransientError) or transient_db_error(exc):
-        return Outcome("failed", f"transient: {exc}"), True
+        return Outcome("failed", f"transient: {scrub_paths(str(exc))}"), True
     if isinstance(exc, (PermanentError, ConfigError)):
-        return Outcome("failed", f"{type(exc).__name__}: {exc}"), False
+        return Outcome("failed", f"{type(exc).__name__}: {scrub_paths(str(exc))}"), False
     log.exception("stage %s: item %s raised", stage.name, item.entity_id, exc_info=exc)
-    return Outcome("failed", f"unexpected {type(exc).__name__}: {exc}"), False
+    return Outcome("failed", f"unexpected {type(exc).__name__}: {scrub_paths(str(exc))}"), False
+
+
+_TEMP_PATH = re.compile(r"[^\s'\"]*/figalign-[a-z]+-[^/\s'\"]+/")  # up to the innermost work folder
+
+
+def scrub_paths(text: str) -> str:
+    """Drop figalign's temp folders from a message: ``/tmp/figalign-parse-x/src/f.eps`` → ``src/f.eps``.
+
+    A reason must name the input as its owner knows it (the paper id is on the row, the
+    path inside the paper is kept), not a folder deleted by the time anyone reads it.
+    """
+    return _TEMP_PATH.sub("", text)
 
 
 def record(engine: Engine, item: Claimed, outcome: Outcome, *, error: BaseException | None = None,
            retry: bool = False) -> tuple[str, str | None]:
     """Record an outcome with no data writes, in a fenced transaction of its own."""
     with session_scope(engine) as session:
-        final = finish(session, item, outcome.status, error=error, reason=outcome.reason,
-                       output=outcome.output, retry=retry)
+        final = finish(session, item, outcome.status, error=error, reason=outcome.reason, output=outcome.output,
+                       retry=retry, error_text=scrub_paths(str(error)) if error is not None else None)
     return final, outcome.reason
 
 

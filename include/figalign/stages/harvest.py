@@ -38,6 +38,7 @@ from figalign.stages.windows import WindowRule, plan_days
 from figalign.store.db import session_scope
 from figalign.store.models import HarvestCursor, Paper, utcnow
 from figalign.store.queue import enqueue, requeue
+from figalign.store.text import clean
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ def _paper_values(record: PaperRecord, reason: str | None) -> dict:
         licence=record.licence, licence_url=record.licence_url, retracted=record.retracted,
         excluded_reason=reason, source_urls=record.source_urls(), source_updated_at=record.updated_at,
     )
-    optional = dict(doi=record.doi, title=record.title, abstract=record.abstract, published_at=record.published_at,
+    optional = dict(doi=record.doi, title=clean(record.title, "title")[0], abstract=clean(record.abstract, "abstract")[0],
+                    published_at=record.published_at,
                     discipline=record.discipline,
                     authors=record.authors or None, categories=record.categories or None)
     values.update({k: v for k, v in optional.items() if v is not None})  # never blank what another source filled

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from figalign.parsers.options import ParseOptions
 from figalign.parsers.registry import parse_path
 from figalign.records import ParsedPaper
 from figalign.stages.base import Outcome, Stage
+from figalign.stages.budget import Budget
 from figalign.storage import ArtifactStore, StoredObject, record_artifact
 from figalign.store.models import Artifact, Paper, PaperFile
 from figalign.store.papers import StoredImage, save_parsed, store_images
@@ -146,15 +147,29 @@ def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path,
 
 class ParseStage(Stage):
     """Reads files (load), parses and stores images outside any transaction (compute), then
-    writes figures, captions and contexts in the fenced transaction (save)."""
+    writes figures, captions and contexts in the fenced transaction (save).
+
+    ``compute`` runs within the item's budget (default 120 s, 2 GB, 1 GB temp disk;
+    ``FIGALIGN_PARSE_WALL_S`` / ``_MEMORY_MB`` / ``_TMP_MB``), in a child process.
+    """
 
     name = "parse"
     entity_type = "paper"
 
-    def __init__(self, settings: Settings | None = None, options: ParseOptions | None = None):
+    def __init__(self, settings: Settings | None = None, options: ParseOptions | None = None,
+                 budget: Budget | None = None):
         self.settings = settings or load_settings()
-        self.options = options or ParseOptions()
+        self.budget = budget or Budget.for_stage("parse")
+        options = options or ParseOptions()
+        # an archive may unpack to half the item's temp disk (it is written twice: gunzip, untar)
+        self.options = replace(options, max_archive_bytes=min(options.max_archive_bytes, self.budget.archive_cap()))
         self.store = ArtifactStore(self.settings.data_dir)
+
+    def budget_setup(self) -> None:
+        """In the item's child: images larger than the memory budget can decode are refused."""
+        from figalign.parsers import images
+
+        images.MAX_PIXELS = min(images.MAX_PIXELS, self.budget.image_pixel_cap())
 
     def load(self, session: Session, item: Claimed) -> ParseJob:
         paper = session.get(Paper, int(item.entity_id))

@@ -56,6 +56,7 @@ from figalign.store.queue import (
     requeue,
     stage_states,
 )
+from figalign.store.text import clean
 from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -264,9 +265,9 @@ def store_result(session: Session, stage: RecaptionStage, figure_id: int, result
               "context_shortened": result.shortened}
     caption_id = upsert(session, Caption, dict(
         figure_id=figure_id, kind=KIND, model=stage.model, prompt_hash=stage.prompt_hash,
-        params_hash=stage.params_hash, text=verdict.text if verdict.accepted else None,
+        params_hash=stage.params_hash, text=clean(verdict.text, "recaption")[0] if verdict.accepted else None,
         status="accepted" if verdict.accepted else "rejected", reject_reason=verdict.reason,
-        raw_text=result.text, params=params, prompt_tokens=result.prompt_tokens,
+        raw_text=clean(result.text)[0], params=params, prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens, latency_ms=round(result.latency_ms, 1),
         endpoint=result.endpoint, request_id=result.request_id,
     ), key=("figure_id", "kind", "model", "prompt_hash", "params_hash"))

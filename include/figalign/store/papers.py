@@ -23,6 +23,7 @@ from figalign.records import Figure, ParsedPaper
 from figalign.storage import ArtifactStore, StoredObject, record_artifact
 from figalign.store.models import Caption, CitationContextRow, FigureRow, Metric, Paper
 from figalign.store.queue import requeue
+from figalign.store.text import clean_text
 from figalign.store.upsert import upsert
 
 CAPTION_KEY = ("figure_id", "kind", "model", "prompt_hash", "params_hash")
@@ -129,12 +130,33 @@ def release_duplicates_of(session: Session, figure_ids: list[int]) -> int:
     return len(ids)
 
 
+def clean_parsed(parsed: ParsedPaper) -> None:
+    """Make every text of a parsed paper safe for the store (``store.text``), in place;
+    a text cut at its length limit adds a warning to the paper's parse warnings."""
+    w = parsed.warnings
+    parsed.title = clean_text(parsed.title, "title", w)
+    parsed.abstract = clean_text(parsed.abstract, "abstract", w)
+    for fig in parsed.figures:
+        where = fig.label or fig.id
+        fig.caption = clean_text(fig.caption, "caption", w, f"caption of {where}") or ""
+        fig.label = clean_text(fig.label, "label", w)
+        fig.number = clean_text(fig.number, "number", w)
+        for sub in fig.subfigures:
+            sub.caption = clean_text(sub.caption, "caption", w, f"sub-caption of {where}") or ""
+            sub.label = clean_text(sub.label, "label", w)
+        for ctx in fig.contexts:
+            ctx.text = clean_text(ctx.text, "context", w, f"a citation context of {where}") or ""
+            ctx.section = clean_text(ctx.section, "section", w)
+            ctx.mention = clean_text(ctx.mention, "mention", w)
+
+
 def save_parsed(session: Session, paper: Paper, parsed: ParsedPaper,
                 images: dict[str, StoredImage] | None = None) -> list[int]:
     """Upsert a parse's figures for ``paper``; return the figure ids, in order.
 
     ``images`` are the figures' images, already in the artifact store (``store_images``).
     """
+    clean_parsed(parsed)
     changed: list[int] = []
     ids = [_save_figure(session, paper, parsed, fig, images or {}, changed) for fig in parsed.figures]
     stale = list(session.execute(select(FigureRow.id).where(FigureRow.paper_id == paper.id,

@@ -198,13 +198,14 @@ def finish(
     reason: str | None = None,
     output: dict | None = None,
     retry: bool = False,
+    error_text: str | None = None,
 ) -> str:
     """Record the outcome of an item this worker holds; return the status it ends in.
 
     Fenced (see ``fence``): raises ``LeaseLost`` when the lease is no longer this
     worker's, so the caller's transaction — with any data written for the item — rolls
     back. ``retry=True`` (a transient error) puts the item back to pending while attempts
-    remain, else it ends failed.
+    remain, else it ends failed. ``error_text`` replaces the error's message (e.g. scrubbed).
     """
     row = fence(session, item)
     if status == "failed" and retry and row.attempts < row.max_attempts:
@@ -214,7 +215,7 @@ def finish(
     row.output = output or {}
     if error is not None:
         row.error_class = type(error).__name__
-        row.error_message = str(error)[:4000]
+        row.error_message = (error_text if error_text is not None else str(error))[:4000]
     elif status in ("done", "skipped"):
         row.error_class = row.error_message = None
     row.lease_owner = row.lease_expires_at = row.lease_token = None
