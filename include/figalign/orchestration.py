@@ -49,8 +49,9 @@ def run_context(context=None):
 
     context = context or get_current_context()
     ti = context["ti"]
-    owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
-    return RunContext(owner=owner, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
+    instance = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
+    return RunContext(owner=f"{instance}/{ti.try_number}", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                      try_number=ti.try_number, instance=instance)
 
 
 def task_settings():
@@ -161,12 +162,14 @@ def build_ingest_local_dag() -> DAG:
 def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
     """A mapped task that claims and processes one batch of ``stage``."""
 
-    @task(task_id=stage, pool=pool or "default_pool", outlets=list(outlets), map_index_template="batch {{ batch }}")
+    @task(task_id=stage, pool=pool or "default_pool", outlets=list(outlets),
+          map_index_template="batch of {{ batch }}")
     def run(batch: int) -> dict:
+        """Claim and process one batch of ``batch`` items (the size ``plan_<stage>`` fitted)."""
         from figalign.pipeline import run_stage
 
         ctx = get_current_context()
-        return run_stage(stage, size=ctx["params"]["batch_size"], ctx=run_context(ctx), settings=task_settings())
+        return run_stage(stage, size=batch, ctx=run_context(ctx), settings=task_settings())
 
     return run
 
@@ -195,7 +198,8 @@ def _summary() -> dict:
 def _batch_params(batch_size: int, max_batches: int) -> dict:
     return {
         "batch_size": Param(batch_size, type="integer", minimum=1, maximum=10000,
-                            description="items each mapped task claims"),
+                            description="most items one mapped task claims (small runs are spread over "
+                                        "FIGALIGN_WORKER_SLOTS smaller batches)"),
         "max_batches": Param(max_batches, type="integer", minimum=1, maximum=1000,
                              description="most mapped tasks per stage in one run"),
     }

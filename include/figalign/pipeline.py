@@ -95,11 +95,35 @@ def pending(name: str, settings: Settings | None = None) -> int:
         ) or 0
 
 
-def plan_batches(name: str, size: int, max_batches: int, settings: Settings | None = None) -> list[int]:
-    """Batch numbers to map over: enough batches of ``size`` for what is pending now."""
+def plan_batches(name: str, size: int, max_batches: int, settings: Settings | None = None,
+                 slots: int | None = None) -> list[int]:
+    """Batch sizes to map over, fitted to the work: what is pending now, spread over ``slots``.
+
+    ``size`` is the most a batch takes; a small run is cut into at least ``slots`` batches
+    (``FIGALIGN_WORKER_SLOTS``, default 4: the parallel task slots of the deployment) so
+    it still spreads over workers, and a huge one is capped at ``max_batches`` batches of
+    ``size`` (the next run takes the rest). Each mapped task claims the size it is given.
+    """
     enqueue_stage(name, settings)
     n = pending(name, settings)
-    return list(range(min(max_batches, -(-n // size)))) if n else []
+    if not n:
+        return []
+    slots = slots or worker_slots()
+    per = max(1, min(size, -(-n // slots)))
+    count = min(max_batches, -(-n // per))
+    return [per] * count
+
+
+def worker_slots(env=None) -> int:
+    """Parallel task slots the deployment has for one stage (``FIGALIGN_WORKER_SLOTS``)."""
+    import os
+
+    from figalign.errors import ConfigError
+
+    value = (env or os.environ).get("FIGALIGN_WORKER_SLOTS", "4")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"FIGALIGN_WORKER_SLOTS must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def summary(settings: Settings | None = None) -> dict[str, dict[str, int]]:

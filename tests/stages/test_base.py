@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from figalign.errors import BadInputError, TransientError
@@ -67,3 +68,25 @@ def test_a_second_run_does_nothing(engine):
     again = Toy()
     summary = drain(again, engine, size=10)
     assert again.calls == [] and summary.claimed == 0 and summary.enqueued == 0
+
+
+def test_plans_fit_batches_to_the_pending_work(tmp_path, monkeypatch):
+    from figalign.config import load_settings
+    from figalign.pipeline import plan_batches
+    from figalign.store.db import get_engine
+    from figalign.store.migrate import upgrade
+    from figalign.store.queue import enqueue
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    settings = load_settings({"FIGALIGN_DATABASE_URL": url, "FIGALIGN_DATA_DIR": str(tmp_path / "data")})
+    with session_scope(get_engine(settings)) as s:
+        enqueue(s, "filter", "figure", [str(i) for i in range(3)])
+    assert plan_batches("filter", 25, 16, settings, slots=4) == [1, 1, 1]  # 3 items still spread out
+    with session_scope(get_engine(settings)) as s:
+        enqueue(s, "filter", "figure", [str(i) for i in range(3, 1000)])
+    assert plan_batches("filter", 25, 16, settings, slots=4) == [25] * 16  # capped: the next run goes on
+    assert plan_batches("filter", 500, 16, settings, slots=4) == [250] * 4
+    monkeypatch.setenv("FIGALIGN_WORKER_SLOTS", "x")
+    with pytest.raises(Exception, match="FIGALIGN_WORKER_SLOTS"):
+        plan_batches("filter", 25, 16, settings)

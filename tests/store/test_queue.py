@@ -111,3 +111,21 @@ def test_lease_expiring_on_last_attempt_ends_failed(engine):
         assert claim_batch(s, "parse", 10, ctx=RunContext("w")) == []
         row = s.scalars(select(StageRun)).one()
         assert row.status == "failed" and "attempts exhausted" in row.reason
+
+
+def test_a_retried_task_takes_over_its_earlier_trys_items_at_once(engine):
+    _fill(engine, 3)
+    first = RunContext("d/r/parse/0/1", try_number=1, instance="d/r/parse/0")
+    with session_scope(engine) as s:
+        dead = claim_batch(s, "parse", 2, ctx=first)  # the try's worker dies here
+    with session_scope(engine) as s:
+        other = claim_batch(s, "parse", 5, ctx=RunContext("d/r/parse/1/1", try_number=1, instance="d/r/parse/1"))
+    assert [i.entity_id for i in other] == ["2"]  # another task instance cannot take live leases
+    retry = RunContext("d/r/parse/0/2", try_number=2, instance="d/r/parse/0")
+    with session_scope(engine) as s:
+        again = claim_batch(s, "parse", 5, ctx=retry)
+    assert sorted(i.entity_id for i in again) == sorted(i.entity_id for i in dead)
+    assert all(i.attempts == 2 for i in again)
+    with session_scope(engine) as s:
+        with pytest.raises(LeaseLost):  # the dead try's zombie writes nothing
+            finish(s, dead[0], "done")

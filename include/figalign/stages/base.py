@@ -22,6 +22,7 @@ item)``, which the default ``save`` calls inside the fenced transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -34,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from figalign.errors import ConfigError, PermanentError, TransientError
-from figalign.stages.budget import Budget, OverBudget, run_budgeted
+from figalign.stages.budget import Budget, BudgetedRunner, OverBudget, run_budgeted
 from figalign.stages.leases import LeaseKeeper
 from figalign.store.db import session_scope, transient_db_error
 from figalign.store.queue import Claimed, LeaseLost, RunContext, claim_batch, enqueue, fence, finish
@@ -109,6 +110,9 @@ class Stage:
     def budget_setup(self) -> None:
         """Runs in the budgeted child before ``compute`` (e.g. limits derived from the budget)."""
 
+    def warm_up(self) -> None:
+        """Runs once per batch in the worker before budgeted items fork (e.g. heavy imports)."""
+
     def discover(self, session: Session) -> Iterable[str]:
         """Entity ids ready for this stage (enqueue ignores ones already queued)."""
         return ()
@@ -158,19 +162,24 @@ def run_batch(
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
-    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
+    runner = None
+    if items and stage.budget is not None and not not_ready:
+        stage.warm_up()
+        runner = BudgetedRunner(stage.compute, stage.budget, setup=stage.budget_setup)
+    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper, runner or contextlib.nullcontext():
         for item in items:
             if keeper.lost(item):
                 summary.count(LOST, "lease taken over before the item was started")
                 continue
-            summary.count(*run_item(stage, engine, item, not_ready))
+            summary.count(*run_item(stage, engine, item, not_ready, runner=runner))
             keeper.done(item)
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
     return summary
 
 
-def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None = None) -> tuple[str, str | None]:
+def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None = None, *,
+             runner: BudgetedRunner | None = None) -> tuple[str, str | None]:
     """load → compute → fenced save of one item; a failure is recorded, a lost lease counted."""
     try:
         if not_ready:
@@ -178,7 +187,7 @@ def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None 
         try:
             with session_scope(engine) as session:
                 loaded = stage.load(session, item)
-            computed, usage = compute(stage, item, loaded)
+            computed, usage = compute(stage, item, loaded, runner)
             with session_scope(engine) as session:
                 fence(session, item)
                 outcome = stage.save(session, item, computed)
@@ -194,12 +203,18 @@ def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None 
         return LOST, "lease taken over by another run; nothing written"
 
 
-def compute(stage: Stage, item: Claimed, loaded: Any) -> tuple[Any, dict[str, Any]]:
-    """``stage.compute``, within the stage's budget when it has one (``stages.budget``)."""
+def compute(stage: Stage, item: Claimed, loaded: Any, runner: BudgetedRunner | None = None
+            ) -> tuple[Any, dict[str, Any]]:
+    """``stage.compute``, within the stage's budget when it has one (``stages.budget``);
+    ``runner`` is the batch's budgeted child (one is made for a lone item)."""
     if stage.budget is None:
         return stage.compute(item, loaded), {}
-    result, usage = run_budgeted(stage.compute, (item, loaded), stage.budget,
-                                 label=f"{stage.entity_type} {item.entity_id}", setup=stage.budget_setup)
+    label = f"{stage.entity_type} {item.entity_id}"
+    if runner is None:
+        result, usage = run_budgeted(stage.compute, (item, loaded), stage.budget, label=label,
+                                     setup=stage.budget_setup)
+    else:
+        result, usage = runner.run((item, loaded), label=label)
     return result, {"wall_s": usage.wall_s, "peak_mb": usage.peak_mb}
 
 

@@ -65,6 +65,7 @@ class RunContext:
     run_id: str | None = None
     task_id: str | None = None
     try_number: int | None = None
+    instance: str | None = None  # the task instance across tries ("dag/run/task/map"): a retry's own earlier claims
 
     @classmethod
     def local(cls) -> "RunContext":
@@ -129,6 +130,23 @@ def _fail_exhausted(session: Session, stage: str, now: dt.datetime) -> int:
     return result.rowcount or 0
 
 
+def _take_over_earlier_tries(session: Session, stage: str, ctx: RunContext, now: dt.datetime) -> int:
+    """A retried task gets its earlier try's items back at once, not when their leases lapse.
+
+    Its earlier try is dead (Airflow retries a task only once it has failed or its worker
+    stopped heartbeating), so those leases are expired now and the claim below takes them,
+    counting the attempt; fencing keeps a zombie of the earlier try from writing anything.
+    """
+    if not ctx.instance or not ctx.try_number or ctx.try_number <= 1:
+        return 0
+    earlier = [f"{ctx.instance}/{n}" for n in range(1, ctx.try_number)]
+    result = session.execute(update(StageRun)
+                             .where(StageRun.stage == stage, StageRun.status == "running",
+                                    StageRun.lease_owner.in_(earlier))
+                             .values(lease_expires_at=now - dt.timedelta(seconds=1)))
+    return result.rowcount or 0
+
+
 def claim_batch(
     session: Session,
     stage: str,
@@ -145,6 +163,7 @@ def claim_batch(
     """
     ctx = ctx or RunContext.local()
     now = utcnow()
+    _take_over_earlier_tries(session, stage, ctx, now)
     _fail_exhausted(session, stage, now)
     query = (
         select(StageRun)
