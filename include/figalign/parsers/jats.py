@@ -17,7 +17,7 @@ from pathlib import Path
 
 from figalign.errors import BadInputError
 from figalign.parsers import images
-from figalign.parsers.contexts import add_context, attach_text_mentions
+from figalign.parsers.contexts import add_context, attach_text_mentions, find_mentions, supplement_number
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import clean_caption, parse_label
 from figalign.parsers.xmlsafe import element_text, flatten_text, local_name, parse_xml_file, sentence_at, sentence_spans
@@ -35,6 +35,8 @@ BLOCKS = frozenset({"p", "list", "list-item", "def-list", "disp-quote", "disp-fo
                     "boxed-text", "statement", "verse-group"})
 CAPTION_BLOCKS = frozenset({"title", "p", "list-item", "sec", "def", "term"})
 _NUMBER_IN_LABEL = re.compile(r"([A-Z]?\d+(?:\.\d+)?[a-z]?)")
+# eLife-style child figures: "Figure 1—figure supplement 2." is its own figure, "1-S2"
+_SUPPLEMENT_LABEL = re.compile(r"(\d+)\s*[-\u2010-\u2015]\s*figure\s+supplement\s+(\d+)", re.IGNORECASE)
 
 
 def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options: ParseOptions) -> ParsedPaper:
@@ -49,7 +51,7 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     by_rid, hrefs = _collect_figures(root, paper)
     if options.write_images:
         _attach_images(paper, hrefs, path.parent, Path(out_dir), options)
-    linked = _attach_xref_contexts(root, by_rid)
+    linked = _attach_xref_contexts(root, by_rid, paper.figures)
     if not linked:
         attach_text_mentions(_body_paragraphs(root), paper.figures,
                              skip_text=[f.caption for f in paper.figures])
@@ -168,6 +170,9 @@ def _label_text(el) -> str | None:
 def _number(label: str | None) -> str | None:
     if not label:
         return None
+    supplement = _SUPPLEMENT_LABEL.search(label)
+    if supplement:
+        return supplement_number(supplement.group(1), supplement.group(2))
     parsed = parse_label(label)
     if parsed:
         return parsed[1]
@@ -295,67 +300,108 @@ def _attach_one(paper: ParsedPaper, fig: Figure, href: str | None, directory: Pa
 
 
 # ---------------------------------------------------------------- contexts
-def _section_title(el) -> str | None:
-    for anc in el.iterancestors():
-        if local_name(anc) in ("sec", "app", "boxed-text"):
-            title = _child(anc, "title")
-            if title is not None and _text(title):
-                return _text(title)
-    return None
+_SECTIONS = frozenset({"sec", "app", "boxed-text"})
+# text between two fig xrefs that makes them a range: "Figures <xref>2</xref>–<xref>4</xref>"
+_RANGE_GAP = re.compile(r"^\s*(?:[-\u2010-\u2015]|to|through)\s*$")
 
 
-def _body_paragraph_elements(root):
-    """Top-level prose paragraphs of body and back matter (appendices), in reading order."""
-    for part in root.iter():
-        if local_name(part) not in ("body", "app"):
+def _own_title(el) -> str | None:
+    title = _child(el, "title")
+    return (_text(title) or None) if title is not None else None
+
+
+def _prose_paragraphs(root) -> list[tuple[object, str | None]]:
+    """(paragraph, section title) for the top-level prose paragraphs of body and appendices.
+
+    One walk over the tree, carrying the nearest titled section down, so the cost is
+    linear in the document even for deeply nested ``<sec>`` (asking each paragraph for
+    its ancestors' titles was quadratic). Floats and paragraphs nested in paragraphs are
+    not prose of their own.
+    """
+    out: list[tuple[object, str | None]] = []
+    stack = [(iter(root), False, None)]
+    while stack:
+        children, in_part, title = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
             continue
-        if local_name(part) == "app" and _has_ancestor(part, frozenset({"body"})):
+        name = local_name(child)
+        if not name:
             continue
-        for p in part.iter():
-            if local_name(p) != "p":
-                continue
-            if _has_ancestor_within_any(p, part, FLOATS | {"p"}):
-                continue
-            yield p
-
-
-def _has_ancestor_within_any(node, top, names: frozenset[str]) -> bool:
-    for anc in node.iterancestors():
-        if anc is top:
-            return False
-        if local_name(anc) in names:
-            return True
-    return False
+        if not in_part:
+            part = name in ("body", "app")
+            stack.append((iter(child), part, _own_title(child) if name == "app" else None))
+        elif name == "p":
+            out.append((child, title))
+        elif name not in FLOATS:
+            stack.append((iter(child), True, (_own_title(child) or title) if name in _SECTIONS else title))
+    return out
 
 
 def _body_paragraphs(root):
-    for p in _body_paragraph_elements(root):
+    for p, section in _prose_paragraphs(root):
         text, _ = flatten_text(p, skip=FLOATS, block=BLOCKS)
-        yield _section_title(p), text
+        yield section, text
 
 
-def _attach_xref_contexts(root, by_rid: dict[str, Figure]) -> int:
+def _figure_index(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
+    return {(f.kind, f.number): f for f in figures if f.number}
+
+
+def _named_in_text(xref, kind: str, index: dict[tuple[str, str], Figure]) -> list[Figure]:
+    """Figures an xref's own text names when it names several ("Figs 2–4", "Figures 1 and 3")."""
+    text = _text(xref)
+    if not text:
+        return []
+    if not re.match(r"\s*(?:supp|fig|tab)", text, re.IGNORECASE):
+        text = ("Table " if kind == "table" else "Figure ") + text
+    mentions = [m for m in find_mentions(text) if m.kind == kind]
+    if len(mentions) < 2:
+        return []
+    return [index[(kind, m.number)] for m in mentions if (kind, m.number) in index]
+
+
+def _between(figures: list[Figure], a: Figure, b: Figure) -> list[Figure]:
+    """Figures of a's kind strictly between a and b in document order (a range's middle)."""
+    same = [f for f in figures if f.kind == a.kind]
+    where = {id(f): k for k, f in enumerate(same)}
+    if a.kind != b.kind or id(a) not in where or id(b) not in where:
+        return []
+    return same[where[id(a)] + 1:where[id(b)]]
+
+
+def _attach_xref_contexts(root, by_rid: dict[str, Figure], figures: list[Figure]) -> int:
     """Attach, for every fig/table xref in body prose, the sentence containing it.
 
-    Returns how many fig/table xrefs the body has (0 means the publisher linked nothing).
+    An xref points at every figure its ``rid`` list names, at every figure its text lists
+    ("Figs 2–4" with one rid), and two xrefs joined by a dash ("Figures <xref>2</xref>–
+    <xref>4</xref>") cover the figures between them. Returns how many fig/table xrefs the
+    body has (0 means the publisher linked nothing).
     """
     linked = 0
     position = 0
-    for p in _body_paragraph_elements(root):
+    index = _figure_index(figures)
+    for p, section in _prose_paragraphs(root):
         text, spans = flatten_text(p, skip=FLOATS, block=BLOCKS, mark=frozenset({"xref"}))
         sentences = sentence_spans(text)
-        section = _section_title(p)
-        for start, _end, xref in spans:
-            if xref.get("ref-type") not in ("fig", "table"):
+        prev: tuple[int, list[Figure]] | None = None
+        for start, end, xref in spans:
+            kind = xref.get("ref-type")
+            if kind not in ("fig", "table"):
                 continue
             linked += 1
+            kind = "table" if kind == "table" else "figure"
+            targets = [by_rid[r] for r in (xref.get("rid") or "").split() if r in by_rid]
+            targets += _named_in_text(xref, kind, index)
+            if prev is not None and prev[1] and targets and _RANGE_GAP.match(text[prev[0]:start]):
+                targets += _between(figures, prev[1][-1], targets[0])
+            prev = (end, targets)
             idx = sentence_at(sentences, start)
             if idx is None:
                 continue
             mention = _text(xref) or None
-            for rid in (xref.get("rid") or "").split():
-                fig = by_rid.get(rid)
-                if fig is not None:
-                    add_context(fig, sentences[idx][2], section, position + idx, mention)
+            for fig in {id(f): f for f in targets}.values():
+                add_context(fig, sentences[idx][2], section, position + idx, mention)
         position += len(sentences)
     return linked
