@@ -151,3 +151,49 @@ def test_context_extraction_is_linear_in_section_nesting(tmp_path):
 
     small, large = cost(50), cost(200)
     assert large / small < 8, f"4x the nesting cost {large / small:.1f}x the time"
+
+
+def _png(path, colour, size=(60, 40)):
+    from PIL import Image
+
+    Image.new("RGB", size, colour).save(path)
+
+
+def _g(href: str) -> str:
+    return f'<graphic xlink:href="{href}"/>'
+
+
+def _pixel(fig, fx, fy):
+    from PIL import Image
+
+    with Image.open(fig.image.path) as im:
+        im = im.convert("RGB")
+        return im.getpixel((int(fx * (im.width - 1)), int(fy * (im.height - 1))))
+
+
+def test_fig_groups_and_multi_graphic_figures_are_whole_figures_with_panel_records(tmp_path):
+    for name, colour in (("a", "red"), ("b", "blue"), ("c", "lime"), ("d", "yellow"), ("e", "black")):
+        _png(tmp_path / f"{name}.png", colour)
+    (tmp_path / "e.tif").write_bytes((tmp_path / "e.png").read_bytes())
+    floats = (
+        '<fig-group id="g1"><label>Figure 1</label><caption><p>Two panels.</p></caption>'
+        f'<fig id="g1a"><label>A</label><caption><p>red one</p></caption>{_g("a")}</fig>'
+        f'<fig id="g1b"><label>B</label><caption><p>blue one</p></caption>{_g("b.png")}</fig></fig-group>'
+        f'<fig id="f2"><label>Figure 2</label><caption><p>Two graphics.</p></caption>{_g("c")}{_g("d")}</fig>'
+        f'<fig id="f3"><label>Figure 3</label><caption><p>One picture, two formats.</p></caption>'
+        f'<alternatives>{_g("e.tif")}{_g("e.png")}</alternatives></fig>'
+        f'<fig id="f4"><label>Figure 4</label><caption><p>Its file is missing.</p></caption>{_g("zzz")}</fig>'
+        '<fig id="f5"><label>Figure 5</label><caption><p>No graphic at all.</p></caption></fig>'
+    )
+    path = _write(tmp_path, "<p>Nothing.</p>", floats)
+    paper = jats.parse(path, out_dir=tmp_path / "out", pdf=None, paper_id="t", options=ParseOptions())
+    f1, f2, f3, f4, f5 = paper.figures
+    assert [(s.label, s.caption) for s in f1.subfigures] == [("A", "red one"), ("B", "blue one")]
+    assert all(s.image is not None and (s.image.width, s.image.height) == (60, 40) for s in f1.subfigures)
+    assert f1.image_origin == "composite" and f1.image.width > 2 * f1.image.height
+    assert _pixel(f1, 0.2, 0.5) == (255, 0, 0) and _pixel(f1, 0.8, 0.5) == (0, 0, 255)
+    assert f2.image_origin == "composite" and len(f2.subfigures) == 2
+    assert _pixel(f2, 0.2, 0.5) == (0, 255, 0) and _pixel(f2, 0.8, 0.5) == (255, 255, 0)
+    assert f3.image_origin == "single-file" and f3.subfigures == [] and f3.image.width == 60
+    assert (f4.image, f4.no_image_reason) == (None, "graphic-file-not-beside-xml")
+    assert (f5.image, f5.no_image_reason) == (None, "no-graphic-in-xml")

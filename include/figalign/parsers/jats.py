@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from figalign.errors import BadInputError
-from figalign.parsers import images
+from figalign.parsers import jats_images
 from figalign.parsers.contexts import add_context, attach_text_mentions, find_mentions, supplement_number
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import clean_caption, parse_label
@@ -27,7 +27,6 @@ NAME = "jats"
 VERSION = "1.0.0"
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
-IMAGE_EXTS = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png")
 # Floats and their captions are not body prose: a caption's "see Fig. 2" is no context.
 FLOATS = frozenset({"fig", "fig-group", "table-wrap", "table-wrap-group", "supplementary-material",
                     "caption", "graphic", "media", "alternatives", "table"})
@@ -48,9 +47,9 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     paper = ParsedPaper(paper_id=paper_id, title=_title(root), abstract=_abstract(root),
                         parser=NAME, parser_version=VERSION, doi=_doi(root))
     paper.licence, paper.licence_url = _licence(root)
-    by_rid, hrefs = _collect_figures(root, paper)
+    by_rid, floats = _collect_figures(root, paper)
     if options.write_images:
-        _attach_images(paper, hrefs, path.parent, Path(out_dir), options)
+        jats_images.attach_images(paper, floats, path.parent, Path(out_dir), options)
     linked = _attach_xref_contexts(root, by_rid, paper.figures)
     if not linked:
         attach_text_mentions(_body_paragraphs(root), paper.figures,
@@ -59,7 +58,6 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
 
 
 # ---------------------------------------------------------------- metadata
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 
 
 def _doi(root) -> str | None:
@@ -185,14 +183,14 @@ def _is_grouped(fig_group) -> bool:
     return _child(fig_group, "label") is not None or _child(fig_group, "caption") is not None
 
 
-def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[tuple[Figure, str | None]]]:
+def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[tuple[Figure, object]]]:
     """Every fig / fig-group / table-wrap in document order.
 
     Returns xref id -> Figure (panel ids of a fig-group map to the group) and each
-    figure's graphic href.
+    figure with its element (where its graphics are).
     """
     by_rid: dict[str, Figure] = {}
-    hrefs: list[tuple[Figure, str | None]] = []
+    floats: list[tuple[Figure, object]] = []
     for el in root.iter():
         name = local_name(el)
         if name not in ("fig", "fig-group", "table-wrap"):
@@ -206,11 +204,11 @@ def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[
             continue  # a panel of a grouped figure
         fig = _make_figure(el, paper, kind="table" if name == "table-wrap" else "figure")
         paper.figures.append(fig)
-        hrefs.append((fig, _graphic_href(el)))
+        floats.append((fig, el))
         for key in [el.get("id")] + [c.get("id") for c in el.iter() if local_name(c) == "fig"]:
             if key:
                 by_rid.setdefault(key, fig)
-    return by_rid, hrefs
+    return by_rid, floats
 
 
 def _make_figure(el, paper: ParsedPaper, *, kind: str) -> Figure:
@@ -229,74 +227,7 @@ def _make_figure(el, paper: ParsedPaper, *, kind: str) -> Figure:
 
 
 # ---------------------------------------------------------------- images
-def _graphic_href(el) -> str | None:
-    """The first graphic of a float that is not part of its caption."""
-    for g in el.iter():
-        if local_name(g) in ("graphic", "inline-graphic") and not _has_ancestor_within(g, el, "caption"):
-            href = g.get(XLINK_HREF) or g.get("href")
-            if href:
-                return href
-    return None
-
-
-def _has_ancestor_within(node, top, name: str) -> bool:
-    for anc in node.iterancestors():
-        if anc is top:
-            return False
-        if local_name(anc) == name:
-            return True
-    return False
-
-
-def resolve_graphic(directory: Path, href: str) -> Path | None:
-    """Find the image file an href names, in the XML's own directory only.
-
-    PMC hrefs omit the extension ("F1"), PLOS ones are DOIs ("info:doi/10.1371/journal.
-    pone.0038869.g001") while the file is "pone.0038869.g001.tif". Only files listed in the
-    directory can match, so an href like "../../etc/passwd" can never escape it.
-    """
-    base = re.split(r"[/:]", href.strip())[-1].lower()
-    if not base:
-        return None
-    files = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTS)}
-    exact = [p for p in files if p.name.lower() == base]
-    if exact:
-        return exact[0]
-    stem = base.rsplit(".", 1)[0] if Path(base).suffix.lower() in IMAGE_EXTS else base
-    same = [p for p in files if p.stem.lower() == stem]
-    if not same:
-        same = [p for p in files if stem.endswith("." + p.stem.lower()) and "." in p.stem]
-    return min(same, key=lambda p: rank[p.suffix.lower()]) if same else None
-
-
-def _safe_name(fig_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", fig_id).strip("._") or "figure"
-
-
-def _attach_images(paper: ParsedPaper, hrefs: list[tuple[Figure, str | None]], directory: Path,
-                   out_dir: Path, options: ParseOptions) -> None:
-    """Convert each float's graphic to PNG; a missing or corrupt file costs one figure's image."""
-    for fig, href in hrefs:
-        _attach_one(paper, fig, href, directory, out_dir, options)
-
-
-def _attach_one(paper: ParsedPaper, fig: Figure, href: str | None, directory: Path, out_dir: Path,
-                options: ParseOptions) -> None:
-    if not href:
-        if fig.kind == "figure":
-            paper.warnings.append(f"{fig.label or fig.id}: no graphic in the XML")
-        return
-    src = resolve_graphic(directory, href)
-    if src is None:
-        paper.warnings.append(f"{fig.label or fig.id}: image file for {href!r} not found beside the XML")
-        return
-    try:
-        fig.image = images.convert_to_png(src.read_bytes(), out_dir / f"{_safe_name(fig.id)}.png",
-                                          max_side=options.max_side)
-    except (BadInputError, OSError) as exc:
-        fig.error = f"image: {exc}"
-        paper.warnings.append(f"{fig.label or fig.id}: image {src.name} not usable: {exc}")
+resolve_graphic = jats_images.resolve_graphic
 
 
 # ---------------------------------------------------------------- contexts

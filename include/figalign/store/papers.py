@@ -39,13 +39,45 @@ def pixel_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# A figure the parser could not image is recorded as filtered with the parser's reason, so
+# "no image in the source" (tikz-without-pdf, no-graphics-file-in-source …) is countable
+# apart from "we failed"; the filter stage keeps this reason (stages/filter.py).
+NO_IMAGE_PREFIX = "no-image:"
+
+
 def _save_image(session: Session, store: ArtifactStore, fig: Figure) -> dict:
     if fig.image is None or not Path(fig.image.path).exists():
-        return dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
+        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
+        if fig.no_image_reason:
+            out["filter_reason"] = NO_IMAGE_PREFIX + fig.no_image_reason
+        return out
     obj = store.put_file(fig.image.path, media_type=fig.image.media_type)
     artifact_id = record_artifact(session, obj)
     return dict(image_artifact_id=artifact_id, width=fig.image.width, height=fig.image.height,
                 phash=fig.image.phash, pixel_sha256=pixel_sha256(fig.image.path))
+
+
+def _panel(session: Session, store: ArtifactStore, sub) -> dict:
+    """A sub-figure as stored in ``figures.subfigures``: label, caption and its own image."""
+    image = None
+    if sub.image is not None and Path(sub.image.path).exists():
+        artifact_id = record_artifact(session, store.put_file(sub.image.path, media_type=sub.image.media_type))
+        image = dict(artifact_id=artifact_id, width=sub.image.width, height=sub.image.height,
+                     sha256=sub.image.sha256, phash=sub.image.phash, media_type=sub.image.media_type)
+    return {"label": sub.label, "caption": sub.caption, "image": image}
+
+
+def missing_image_reasons(session: Session) -> dict[str, int]:
+    """How many figures have no image, by the reason the parser gave ("unknown" if none)."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(FigureRow.filter_reason, func.count()).where(
+        FigureRow.image_artifact_id.is_(None), FigureRow.kind == "figure").group_by(FigureRow.filter_reason)).all()
+    out: dict[str, int] = {}
+    for reason, n in rows:
+        key = reason[len(NO_IMAGE_PREFIX):] if reason and reason.startswith(NO_IMAGE_PREFIX) else "unknown"
+        out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _save_figure(session: Session, store: ArtifactStore, paper: Paper, parsed: ParsedPaper, fig: Figure) -> int:
@@ -53,7 +85,7 @@ def _save_figure(session: Session, store: ArtifactStore, paper: Paper, parsed: P
     values = dict(
         figure_key=key, paper_id=paper.id, label=fig.label, number=fig.number, kind=fig.kind,
         ordinal=fig.ordinal, page=fig.page, bbox=fig.bbox,
-        subfigures=[{"label": s.label, "caption": s.caption} for s in fig.subfigures],
+        subfigures=[_panel(session, store, s) for s in fig.subfigures],
         parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, store, fig),
     )
     before = _content(session, key)
