@@ -198,3 +198,10 @@ def test_with_an_unrelated_pdf_the_source_image_stays(tmp_path):
 
 def test_pdf_bytes_helper_is_a_real_pdf():
     assert pdf_bytes().startswith(b"%PDF")
+
+
+def test_topcaption_tables_are_found(tmp_path):
+    body = (r"\begin{table}\topcaption{Selection regions used for signal identification.}"
+            r"\begin{tabular}{cc} a & b \\ \end{tabular}\end{table}")
+    (table,) = _run(tmp_path, {"main.tex": doc(body)}).figures
+    assert (table.kind, table.number, table.caption) == ("table", "1", "Selection regions used for signal identification.")

@@ -553,7 +553,7 @@ TABLE_ENVS = {"table", "table*", "wraptable", "wraptable*", "sidewaystable", "si
               "SCtable", "SCtable*"}
 _SUB_ENVS = {"subfigure", "subfigure*", "subtable", "subtable*"}
 _SUB_CMD = re.compile(r"\\(subfloat|subfigure|subtable|subcaptionbox|sidesubfloat)(?![A-Za-z@])")
-_CAPTION = re.compile(r"\\caption(?![A-Za-z@])")
+_CAPTION = re.compile(r"\\(?:top|bottom)?caption(?![A-Za-z@])")  # \\topcaption: CMS, supertabular
 _SUBCAPTION = re.compile(r"\\(?:sub)?caption(?![A-Za-z@])")
 _LABEL = re.compile(r"\\label\s*\{([^}]*)\}")
 _GRAPHIC = re.compile(r"\\(includegraphics|epsfig|psfig|epsfbox|epsffile|epsfile|plotone|plottwo|plotfiddle"

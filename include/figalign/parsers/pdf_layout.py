@@ -130,11 +130,43 @@ def read_page(page, index: int) -> PageData:
     # No image blocks (graphics come from the bbox log) and ligatures expanded: cheapest pass.
     flags = pymupdf.TEXT_MEDIABOX_CLIP
     for b_no, block in enumerate(page.get_text("dict", flags=flags)["blocks"]):
-        for raw in block.get("lines", []):
+        for raw in merge_row_fragments(block.get("lines", [])):
             line = _line_from_dict(raw, b_no)
             if line is not None:
                 data.lines.append(line)
     return data
+
+
+def _fragment_of(prev: dict, raw: dict) -> bool:
+    """Whether ``raw`` continues ``prev`` on the same visual row (a sub/superscript or the
+    text after one): PyMuPDF starts a new line at every baseline shift, which cut captions
+    like "density ρ^p_T(b) ..." at the subscript."""
+    if raw.get("dir", (1.0, 0.0)) != prev.get("dir", (1.0, 0.0)) or abs(raw.get("dir", (1, 0))[1]) > 0.05:
+        return False
+    (_, py0, px1, py1), (x0, y0, _, y1) = prev["bbox"], raw["bbox"]
+    overlap = min(py1, y1) - max(py0, y0)
+    if overlap <= 0.3 * min(py1 - py0, y1 - y0):
+        return False
+    size = max((s.get("size", 0.0) for s in prev.get("spans", [])), default=0.0) or (py1 - py0)
+    return px1 - 0.2 * size <= x0 <= px1 + 1.0 * size
+
+
+def merge_row_fragments(raw_lines: list[dict]) -> list[dict]:
+    """A block's PyMuPDF lines with the fragments of one visual row joined into one line."""
+    out: list[dict] = []
+    for raw in raw_lines:
+        if out and _fragment_of(out[-1], raw):
+            prev = out[-1]
+            (px0, py0, px1, py1), (x0, y0, x1, y1) = prev["bbox"], raw["bbox"]
+            spans = list(prev.get("spans", []))
+            size = max((sp.get("size", 0.0) for sp in spans), default=0.0)
+            if x0 - px1 > 0.2 * size and spans and not spans[-1].get("text", "").endswith(" "):
+                spans.append({**spans[-1], "text": " "})
+            out[-1] = {**prev, "bbox": (min(px0, x0), min(py0, y0), max(px1, x1), max(py1, y1)),
+                       "spans": spans + list(raw.get("spans", []))}
+        else:
+            out.append(raw)
+    return out
 
 
 def read_graphics(page, data: PageData) -> None:
