@@ -2,7 +2,7 @@
 
 DocBank built its gold by compiling arXiv sources; this does the same, small: every LaTeX
 e-print of a corpus is unpacked (figalign's own safe unpacker), compiled with pdflatex
-(no shell escape, time-limited), and the PDF parser's figures on the result are compared
+(restricted shell escape, time-limited), and the PDF parser's figures on the result are compared
 with the figures the LaTeX source numbers, by kind and number:
 
 * ``caption_word_f1``: mean bag-of-words F1 of the PDF caption against the source caption
@@ -10,7 +10,9 @@ with the figures the LaTeX source numbers, by kind and number:
 * ``agreement_f1_ge_0.9``: share of source figures whose PDF caption reaches F1 0.9 (the
   ``pdf_vs_jats`` measure, with the source as reference);
 * ``image_rate``: share of source figures the PDF path found with a cropped image;
-* ``spurious``: PDF figures (kind figure) whose number the source does not have.
+* ``spurious``: PDF figures (kind figure) whose number the source does not have;
+* ``latex_pdf_crop_rate`` / ``latex_image_rate_with_pdf``: LaTeX figures parsed with the
+  compiled PDF beside them that got the crop of their typeset figure / any image.
 
 Usage (TeX Live's pdflatex on PATH; nothing is written under the corpus)::
 
@@ -53,7 +55,8 @@ def compile_eprint(archive: Path, work: Path, timeout: int) -> Path | None:
         main = latex._pick_main(src)
     except BadInputError:
         return None
-    cmd = ["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", main.name]
+    # restricted shell escape: only TeX Live's whitelist (repstopdf turns EPS figures into PDF)
+    cmd = ["pdflatex", "-interaction=nonstopmode", "-shell-restricted", main.name]
     for _ in range(2):
         try:
             subprocess.run(cmd, cwd=main.parent, capture_output=True, timeout=timeout, check=False)
@@ -74,8 +77,11 @@ def _main_caption(fig) -> str:
 
 
 def score_one(archive: Path, typeset: Path, out: Path) -> dict:
-    """Source figures vs the PDF parser's figures on the compiled PDF."""
+    """Source figures vs the PDF parser's figures on the compiled PDF, and how many LaTeX
+    figures the LaTeX parser, given that PDF, images with a crop of their typeset figure."""
     src = latex.parse(archive, out_dir=out / "src", pdf=None, paper_id="gold", options=NO_IMAGES)
+    with_pdf = latex.parse(archive, out_dir=out / "latex", pdf=typeset, paper_id="gold", options=ParseOptions())
+    origins = [f.image_origin for f in with_pdf.figures if f.kind == "figure"]
     got = pdf.parse(typeset, out_dir=out / "pdf", pdf=None, paper_id="pdf", options=ParseOptions())
     gold = {(f.kind, f.number): _main_caption(f) for f in src.figures if f.number and f.caption}
     pred = {(f.kind, f.number): f for f in got.figures if f.number}
@@ -86,7 +92,8 @@ def score_one(archive: Path, typeset: Path, out: Path) -> dict:
         rows.append(dict(kind=key[0], number=key[1], f1=round(f1, 3), found=fig is not None,
                          image=bool(fig and fig.image), pdf_caption=fig.caption if fig else None, gold=caption))
     spurious = [k for k in pred if k not in gold and k[0] == "figure"]  # source tables can hide in macros
-    return dict(figures=rows, spurious=len(spurious))
+    return dict(figures=rows, spurious=len(spurious), latex_figures=len(origins),
+                latex_pdf_crops=origins.count("pdf-crop"), latex_imaged=sum(o is not None for o in origins))
 
 
 def summarise(cases: list[dict]) -> dict:
@@ -98,7 +105,11 @@ def summarise(cases: list[dict]) -> dict:
                 agreement_f1_ge_0_9=round(sum(r["f1"] >= 0.9 for r in rows) / n, 3),
                 found=round(sum(r["found"] for r in rows) / n, 3),
                 figure_image_rate=round(sum(r["image"] for r in figs) / max(1, len(figs)), 3),
-                spurious=sum(c.get("spurious", 0) for c in cases))
+                spurious=sum(c.get("spurious", 0) for c in cases),
+                latex_pdf_crop_rate=round(sum(c.get("latex_pdf_crops", 0) for c in cases)
+                                          / max(1, sum(c.get("latex_figures", 0) for c in cases)), 3),
+                latex_image_rate_with_pdf=round(sum(c.get("latex_imaged", 0) for c in cases)
+                                                / max(1, sum(c.get("latex_figures", 0) for c in cases)), 3))
 
 
 def main(argv: list[str] | None = None) -> int:

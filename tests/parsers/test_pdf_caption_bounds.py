@@ -92,3 +92,20 @@ def test_pdflatex_output_gives_the_whole_caption_and_the_tikz_crop(tmp_path):
     paper = latex.parse(src, out_dir=tmp_path / "out", pdf=typeset, paper_id="t", options=ParseOptions())
     (fig,) = paper.figures
     assert fig.image_origin == "pdf-crop" and fig.page == 0 and fig.bbox[3] <= pdf_fig.bbox[3] + 1
+
+
+def test_small_capitals_and_a_large_label_do_not_end_a_caption(tmp_path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    body_lines(page, 72, 90, 468, 10)
+    draw_plot(page, (200, 250, 412, 420))
+    page.insert_text((72, 440), "Table 3:", fontsize=12, fontname="tibo")  # a label set larger than the text
+    page.insert_text((120, 440), "Comparison of training datasets and encoders for", fontsize=10, fontname="tiro")
+    x = 72.0
+    for text, size in (("the ", 10), ("RATIONALESELECTION", 8), (" tasks of the", 10)):
+        page.insert_text((x, 452.5), text, fontsize=size, fontname="tiro")
+        x += pymupdf.get_text_length(text, fontname="tiro", fontsize=size)
+    page.insert_text((72, 465), "shared benchmark, on the dev set.", fontsize=10, fontname="tiro")
+    body_lines(page, 72, 500, 468, 8)
+    (table,) = parse(save(doc, tmp_path / "smallcaps.pdf"), tmp_path).figures
+    assert table.caption.endswith("tasks of the shared benchmark, on the dev set.")

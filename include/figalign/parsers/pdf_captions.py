@@ -106,7 +106,8 @@ def _continues(ln: Line, cap_lines: list[Line], span: tuple[float, float], size:
     if not ln.horizontal or ln.bbox[0] < span[0] - 6 or ln.bbox[2] > span[1] + 6:
         return None
     # Word spacing is well under 0.6 em, but a lone label ("Fig. 2.", "Table 1:") is often set
-    # apart from its text by an em space or more; a wider gap is the gutter to the next column.
+    # apart from its text by an em space or more; a wider gap is the gutter to the next column
+    # or the caption of the figure beside this one.
     reach = 2.0 * size if len(cap_lines) == 1 and not LABEL_RE.sub("", last.text, count=1).strip() else 0.6 * size
     same_row = v_overlap(ln.bbox, last.bbox) > 0.5 * min(ln.height, last.height) and max(last.bbox[0] + 1, last.bbox[2] - size) <= ln.bbox[0] <= last.bbox[2] + reach
     # a sub/superscript the PDF set as its own line ("ρ^p_T") is part of the row it sits on

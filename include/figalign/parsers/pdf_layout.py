@@ -17,6 +17,7 @@ Box = tuple[float, float, float, float]
 _GRAPHIC_KINDS = ("fill-path", "stroke-path", "fill-image", "fill-imgmask", "fill-shade")
 _WORD = re.compile(r"\S+")
 _ALPHA_WORD = re.compile(r"[A-Za-z]{2,}")
+_WORD_CHARS = re.compile(r"\w")
 # Page zones that hold running heads and page numbers, as fractions of the page height.
 HEADER_FRAC = 0.07
 FOOTER_FRAC = 0.935
@@ -94,6 +95,20 @@ def _is_bold(span: dict) -> bool:
     return bool(span.get("flags", 0) & 16) or any(k in name for k in ("bold", "-bd", ".b", "black", "heavy", "semibold"))
 
 
+def _text_size(spans: list[dict], default: float) -> float:
+    """The size of a line's running text: the largest size that sets at least 30 % of its
+    word characters. Sub/superscripts and small capitals are smaller and a bold label can be
+    larger; whichever span is longest must not make the line look like another block."""
+    chars: dict[float, int] = {}
+    for sp in spans:
+        chars[round(sp["size"], 1)] = chars.get(round(sp["size"], 1), 0) + len(_WORD_CHARS.findall(sp["text"]))
+    total = sum(chars.values())
+    if not total:
+        return default
+    return next((size for size in sorted(chars, reverse=True) if chars[size] >= 0.3 * total),
+                max(chars, key=chars.get))
+
+
 def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     """Turn one PyMuPDF line dict into a Line; None for lines with no visible text."""
     spans = [s for s in raw.get("spans", []) if s.get("text")]
@@ -101,6 +116,7 @@ def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     if not text.strip():
         return None
     main = max(spans, key=lambda s: len(s["text"].strip()))
+    size = _text_size(spans, main["size"])
     first = next(s for s in spans if s["text"].strip())
     rest = [s for s in spans if s is not first and s["text"].strip()]
     body_span = rest[-1] if rest else first
@@ -109,7 +125,7 @@ def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     return Line(
         bbox=tuple(raw["bbox"]),
         text=text,
-        size=round(main["size"], 1),
+        size=round(size, 1),
         font=body_span.get("font", ""),
         bold=_is_bold(body_span),
         label_font=first.get("font", ""),
