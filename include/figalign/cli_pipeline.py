@@ -29,8 +29,8 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from figalign.pipeline import all_reasons, harvest_status, render_summary
 
-    if args.reasons:
-        for r in all_reasons(args.stage):
+    if getattr(args, "reasons", False):
+        for r in all_reasons(getattr(args, "stage", None)):
             print(f"{r['stage']:<10} {r['status']:<8} {r['count']:>7} × {r['reason']}   (e.g. {r['example']})")
         return 0
 
@@ -46,7 +46,22 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{stage:<10} {counts}")
         for reason, n in info["top_reasons"].items():
             print(f"{'':<10}   {n} × {reason}")
+    _print_missing_images()
     return 0
+
+
+def _print_missing_images() -> None:
+    """Figures without an image, by the parser's reason: "none in the source" vs "we failed"."""
+    from figalign.config import load_settings
+    from figalign.store.db import get_engine, session_scope
+    from figalign.store.papers import missing_image_reasons
+
+    with session_scope(get_engine(load_settings())) as session:
+        reasons = missing_image_reasons(session)
+    if reasons:
+        print(f"{'no image':<10} {sum(reasons.values())} figures")
+        for reason, n in reasons.items():
+            print(f"{'':<10}   {n} × {reason}")
 
 
 def add_commands(sub) -> None:

@@ -11,9 +11,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.1"  # 1.1: licence and doi read from the source when it states them
+SCHEMA_VERSION = "1.2"
+# 1.1: licence and doi read from the source when it states them
+# 1.2: figures say where their image came from (image_origin) or why there is none
+#      (no_image_reason); sub-figures carry their own image
 
 FigureKind = Literal["figure", "table"]
+
+# Where a figure's image came from: the one graphics file the source names, panels composed
+# into one image following the source's layout, or the figure's region cut from a PDF page.
+IMAGE_ORIGINS = ("single-file", "composite", "pdf-crop")
 
 
 @dataclass
@@ -58,6 +65,9 @@ class Figure:
     ``bbox`` is ``[x0, y0, x1, y1]`` in PDF points with the origin at the page's top-left;
     ``page`` is 0-based. Both are None when the source has no page geometry (JATS, LaTeX).
     ``number`` is the label's number as text ("3", "S2", "3b") used to resolve references.
+    ``image_origin`` says how ``image`` was made (one of ``IMAGE_ORIGINS``); when there is
+    no image, ``no_image_reason`` says why in a countable word (``tikz-without-pdf``,
+    ``no-graphics-file-in-source`` …), so "the source has none" is told from "we failed".
     """
 
     id: str
@@ -73,6 +83,8 @@ class Figure:
     contexts: list[CitationContext] = field(default_factory=list)
     source_ref: str | None = None
     error: str | None = None
+    image_origin: str | None = None
+    no_image_reason: str | None = None
 
 
 @dataclass

@@ -343,3 +343,21 @@ def test_auth_dependency_guards_every_route(engine, db_url, tmp_path):
             assert client.get(path).status_code == 401, path
         assert client.get("/api/figures", headers={"x-user": "ada"}).status_code == 200
     app.state.engine.dispose()
+
+
+def test_missing_images_are_counted_by_the_parsers_reason(explorer, engine):
+    from figalign.store.db import session_scope
+    from figalign.store.models import FigureRow
+    from figalign.store.upsert import upsert
+
+    client, sd, app = explorer
+    with session_scope(engine) as s:  # the explorer's own engine is read-only
+        paper_id = s.get(FigureRow, sd.pone_figures["1"]).paper_id
+        for n in range(2):  # what the parse stage stores for a TikZ figure of a paper without PDF
+            upsert(s, FigureRow, dict(figure_key=f"t:tikz{n}", paper_id=paper_id, kind="figure", parser="latex",
+                                      parser_version="1", subfigures=[], filter_reason="no-image:tikz-without-pdf"),
+                   ("figure_key",))
+    reasons = client.get("/api/missing-images").json()["reasons"]
+    assert reasons["tikz-without-pdf"] == 2
+    grid = client.get("/api/figures", params={"filter_reason": "no-image:tikz-without-pdf"}).json()
+    assert len(grid["items"]) == 2

@@ -82,7 +82,10 @@ def test_ingest_and_process_under_airflow_then_a_second_run_is_a_noop(airflow_ho
         parse_rows = [r for r in rows if r.stage == "parse"]
         assert len(parse_rows) == 3 and all(r.dag_id == "figalign_process" and r.run_id == process_run
                                             and r.task_id == "parse" and r.try_number == 1 for r in parse_rows)
-        assert {r.stage for r in rows} == {"parse", "filter"}
+        assert {r.stage for r in rows} == {"ingest", "parse", "filter"}
+        ingest = sorted((r.entity_id, r.status) for r in rows if r.stage == "ingest")
+        assert ingest == [("2020.acl-main.207.pdf", "done"), ("README.md", "skipped"), ("pbio.0020317.pdf", "done"),
+                          ("pone.0000010", "done")]
 
     again = _run_dags(airflow_home, pg_url, tmp_path / "data", "figalign_process")
     assert again["figalign_process"][0] == "success"

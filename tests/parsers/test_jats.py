@@ -164,14 +164,14 @@ def test_xxe_entity_is_refused_and_not_read(tmp_path):
            "</title-group></article-meta></front></article>").encode()
     path = tmp_path / "xxe.xml"
     path.write_bytes(doc)
-    with pytest.raises(BadInputError, match="declares entities"):
+    with pytest.raises(BadInputError, match="external entity 'xxe'"):
         _parse(path, tmp_path / "out")
 
 
 def test_billion_laughs_is_refused_quickly():
     lol = ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
     doc = ('<?xml version="1.0"?><!DOCTYPE article [' + "".join(lol) + "]><article>&lol9;</article>").encode()
-    with pytest.raises(BadInputError, match="declares entities"):
+    with pytest.raises(BadInputError, match="entity bomb"):
         parse_xml_bytes(doc)
     # UTF-16 does not smuggle it past the prolog check
     with pytest.raises(BadInputError):

@@ -182,7 +182,9 @@ def test_subfigures(tmp_path, full_tree):
     f3, f4, f5 = [f for f in paper.figures if f.kind == "figure"][2:]
     assert [(s.label, s.caption) for s in f3.subfigures] == [("(a)", "left panel"), ("(b)", "right panel")]
     assert all(s.image is not None for s in f3.subfigures)
-    assert f3.image is not None and f3.image.path == f3.subfigures[0].image.path
+    # the figure's image shows both panels side by side (0.4\linewidth each), not panel (a)
+    assert f3.image_origin == "composite" and f3.image.path not in {s.image.path for s in f3.subfigures}
+    assert f3.image.width / f3.image.height > 2.2
     assert f3.caption == "Two panels. (a) left panel (b) right panel"
     assert [s.caption for s in f4.subfigures] == ["first float", "second float"]
     assert [s.caption for s in f5.subfigures] == ["box caption"]
@@ -218,7 +220,8 @@ def test_gzip_single_tex(tmp_path):
     paper = run(path, tmp_path)
     assert [f.caption for f in paper.figures] == ["Only a caption."]
     assert paper.figures[0].image is None
-    assert any("no \\includegraphics" in w for w in paper.warnings)
+    assert paper.figures[0].no_image_reason == "no-graphics-in-source"
+    assert any("no graphics file (no-graphics-in-source)" in w for w in paper.warnings)
 
 
 def test_zip_with_nested_tar_and_zip(tmp_path):

@@ -84,6 +84,7 @@ def cpu_seconds(kind: str, data: bytes, tmp: Path) -> float:
 def test_parse_time_grows_linearly(kind, tmp_path):
     make = SHAPES[kind][0]
     cpu_seconds(kind, make(MB // 8), tmp_path)  # warm-up: imports, caches
-    times = {mb: cpu_seconds(kind, make(mb * MB), tmp_path) for mb in (1, 2, 4)}
+    inputs = {mb: make(mb * MB) for mb in (1, 2, 4)}
+    times = {mb: min(cpu_seconds(kind, data, tmp_path) for _ in range(2)) for mb, data in inputs.items()}
     assert times[4] <= 7 * max(times[1], 0.05), f"{kind}: {times}"
-    assert times[2] <= 3.5 * max(times[1], 0.05), f"{kind}: {times}"
+    assert times[2] <= 4 * max(times[1], 0.05), f"{kind}: {times}"

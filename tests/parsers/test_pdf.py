@@ -81,7 +81,7 @@ def test_figure_with_caption_below(single_figure_pdf: Path, tmp_path: Path) -> N
     x0, y0, x1, y1 = fig.bbox
     assert 130 <= x0 <= 152 and 445 <= x1 <= 460
     assert y1 - y0 >= 200 and y1 - y0 <= 215
-    assert fig.image is not None and Path(fig.image.path).exists()
+    assert fig.image is not None and Path(fig.image.path).exists() and fig.image_origin == "pdf-crop"
     assert fig.image.width > 200
     assert paper.title == "A Study of Steady Trends in Samples"
 
@@ -143,6 +143,7 @@ def test_caption_without_graphic_has_no_box(tmp_path: Path) -> None:
     paper = parse(save(doc, tmp_path / "nographic.pdf"), tmp_path)
     (fig,) = paper.figures
     assert fig.bbox is None and fig.image is None and fig.caption.startswith("A caption")
+    assert fig.no_image_reason == "no-graphic-near-caption" and fig.image_origin is None
 
 
 def test_multiline_hyphenated_caption(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def test_acl_tei_metadata_tables_and_contexts(tmp_path):
     assert fig.id == "specter:fig#0"
     # no coords in this TEI: nothing to crop even though the PDF is given
     assert fig.page is None and fig.bbox is None and fig.image is None
+    assert fig.no_image_reason == "no-coordinates-in-tei"
     assert t1.caption == "Results on the SCIDOCS evaluation suite consisting of 7 tasks."
     assert t2.caption.startswith("Ablations: Numbers are averages of metrics")  # from <note>, figDesc empty
     assert any(c.text.startswith("Table 1 presents the main results") and c.section == "Experiments" for c in t1.contexts)
@@ -82,7 +83,7 @@ def test_bmc_crops_are_the_graphics_not_the_caption(tmp_path):
     paper = _parse(BMC_TEI, tmp_path, BMC_PDF)
     assert paper.warnings == []
     for fig in paper.figures:
-        assert fig.image is not None and Path(fig.image.path).is_file()
+        assert fig.image is not None and Path(fig.image.path).is_file() and fig.image_origin == "pdf-crop"
         assert fig.image.width > 300 and fig.image.height > 150
         assert fig.bbox[3] - fig.bbox[1] > 100  # taller than the two caption lines GROBID boxed
     assert paper.figures[0].bbox[3] <= 289.74 + 0.01
@@ -101,6 +102,7 @@ def test_coords_on_a_page_beyond_the_pdf(tmp_path):
     paper = _parse(path, tmp_path / "out", ACL_PDF)
     fig = paper.figures[0]
     assert fig.page == 98 and fig.image is None and "outside the PDF" in fig.error
+    assert fig.no_image_reason == "crop-failed"
     assert any("crop failed" in w and "13 pages" in w for w in paper.warnings)
     assert len(paper.figures) == 5
 

@@ -176,6 +176,14 @@ def create_app(settings: Settings | None = None, auth_dependency: Callable | Non
         """Counts per stage and status, and the top failure reasons with an example each."""
         return stage_data(session)
 
+    @app.get("/api/missing-images")
+    def api_missing_images(session: Session = Depends(db)) -> dict:
+        """Figures without an image, by the parser's reason (tikz-without-pdf, …): "the source
+        has none" told apart from "we failed"; filter the grid with filter_reason=no-image:<reason>."""
+        from figalign.store.papers import missing_image_reasons
+
+        return cache.get("missing-images", lambda: {"reasons": missing_image_reasons(session)})
+
     @app.get("/api/compare")
     def api_compare(a: str, b: str, by: str = "prompt_hash", limit: int = 24, cursor: str | None = None,
                     session: Session = Depends(db)) -> dict:

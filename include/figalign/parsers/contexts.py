@@ -26,10 +26,12 @@ _ABBREV_TAIL = re.compile(r"(?:\b(?:" + _ABBREV + r")|\b[A-Za-z])\.$", re.IGNORE
 
 _NUM = r"S?\d+(?:\.\d+)?[a-z]?(?:\s*\(\s*[a-z](?:\s*[-–,]\s*[a-z])*\s*\))?"
 _SEP = r"\s*(?:,\s*(?:and|&)?|and|&|or|[-–—]|to)\s*"
+# eLife cites child figures as "Figure 1—figure supplement 2" (or "…supplements 1 and 2")
+_SUPPLEMENTS = r"(?:\s*[-\u2010-\u2015]\s*figure\s+supplements?\s+(?P<supp>\d+(?:" + _SEP + r"\d+)*))?"
 MENTION_RE = re.compile(
     r"\b(?P<prefix>(?:Supplementary|Suppl\.?|Supporting|Extended\s+Data)\s+)?"
     r"(?P<word>Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?|Tab(?:le)?s?\.?|TABLES?)\s*"
-    r"(?P<nums>" + _NUM + r"(?:" + _SEP + _NUM + r")*)",
+    r"(?P<nums>" + _NUM + r"(?:" + _SEP + _NUM + r")*)" + _SUPPLEMENTS,
     re.IGNORECASE,  # PLOS and others write "(figure 2 and table S2)" in lower case
 )
 _ONE_NUM = re.compile(r"(S?)(\d+)(?:\.(\d+))?([a-z]?)")
@@ -76,12 +78,25 @@ class Mention:
     text: str
 
 
+def supplement_number(figure: str, supplement: str) -> str:
+    """The number of a figure's child supplement: figure 1, supplement 2 -> "1-S2"."""
+    return f"{figure}-S{supplement}"
+
+
 def find_mentions(sentence: str) -> list[Mention]:
-    """Every (kind, base number) a sentence references, with the mention text."""
+    """Every (kind, base number) a sentence references, with the mention text.
+
+    "Figure 1—figure supplement 2" names the supplement ("1-S2"), not Figure 1.
+    """
     out: list[Mention] = []
     for m in MENTION_RE.finditer(sentence):
         kind = kind_of(m.group("word"))
         supp = bool(m.group("prefix"))
+        if m.group("supp") and kind == "figure":
+            parent = _expand(m.group("nums"))[-1]
+            out.extend(Mention(kind, supplement_number(parent, n), m.group(0).strip())
+                       for n in _expand(m.group("supp")))
+            continue
         for num in _expand(m.group("nums")):
             if supp and not num.startswith("S"):
                 num = "S" + num

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 
 from figalign.errors import BadInputError
-from figalign.parsers import images
-from figalign.parsers.contexts import add_context, attach_text_mentions
+from figalign.parsers import jats_images
+from figalign.parsers.contexts import add_context, attach_text_mentions, find_mentions, supplement_number
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import clean_caption, parse_label
 from figalign.parsers.xmlsafe import element_text, flatten_text, local_name, parse_xml_file, sentence_at, sentence_spans
@@ -27,7 +27,6 @@ NAME = "jats"
 VERSION = "1.0.0"
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
-IMAGE_EXTS = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png")
 # Floats and their captions are not body prose: a caption's "see Fig. 2" is no context.
 FLOATS = frozenset({"fig", "fig-group", "table-wrap", "table-wrap-group", "supplementary-material",
                     "caption", "graphic", "media", "alternatives", "table"})
@@ -35,6 +34,8 @@ BLOCKS = frozenset({"p", "list", "list-item", "def-list", "disp-quote", "disp-fo
                     "boxed-text", "statement", "verse-group"})
 CAPTION_BLOCKS = frozenset({"title", "p", "list-item", "sec", "def", "term"})
 _NUMBER_IN_LABEL = re.compile(r"([A-Z]?\d+(?:\.\d+)?[a-z]?)")
+# eLife-style child figures: "Figure 1—figure supplement 2." is its own figure, "1-S2"
+_SUPPLEMENT_LABEL = re.compile(r"(\d+)\s*[-\u2010-\u2015]\s*figure\s+supplement\s+(\d+)", re.IGNORECASE)
 
 
 def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options: ParseOptions) -> ParsedPaper:
@@ -46,10 +47,10 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     paper = ParsedPaper(paper_id=paper_id, title=_title(root), abstract=_abstract(root),
                         parser=NAME, parser_version=VERSION, doi=_doi(root))
     paper.licence, paper.licence_url = _licence(root)
-    by_rid, hrefs = _collect_figures(root, paper)
+    by_rid, floats = _collect_figures(root, paper)
     if options.write_images:
-        _attach_images(paper, hrefs, path.parent, Path(out_dir), options)
-    linked = _attach_xref_contexts(root, by_rid)
+        jats_images.attach_images(paper, floats, path.parent, Path(out_dir), options)
+    linked = _attach_xref_contexts(root, by_rid, paper.figures)
     if not linked:
         attach_text_mentions(_body_paragraphs(root), paper.figures,
                              skip_text=[f.caption for f in paper.figures])
@@ -57,7 +58,6 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
 
 
 # ---------------------------------------------------------------- metadata
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 
 
 def _doi(root) -> str | None:
@@ -168,6 +168,9 @@ def _label_text(el) -> str | None:
 def _number(label: str | None) -> str | None:
     if not label:
         return None
+    supplement = _SUPPLEMENT_LABEL.search(label)
+    if supplement:
+        return supplement_number(supplement.group(1), supplement.group(2))
     parsed = parse_label(label)
     if parsed:
         return parsed[1]
@@ -180,14 +183,14 @@ def _is_grouped(fig_group) -> bool:
     return _child(fig_group, "label") is not None or _child(fig_group, "caption") is not None
 
 
-def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[tuple[Figure, str | None]]]:
+def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[tuple[Figure, object]]]:
     """Every fig / fig-group / table-wrap in document order.
 
     Returns xref id -> Figure (panel ids of a fig-group map to the group) and each
-    figure's graphic href.
+    figure with its element (where its graphics are).
     """
     by_rid: dict[str, Figure] = {}
-    hrefs: list[tuple[Figure, str | None]] = []
+    floats: list[tuple[Figure, object]] = []
     for el in root.iter():
         name = local_name(el)
         if name not in ("fig", "fig-group", "table-wrap"):
@@ -201,11 +204,11 @@ def _collect_figures(root, paper: ParsedPaper) -> tuple[dict[str, Figure], list[
             continue  # a panel of a grouped figure
         fig = _make_figure(el, paper, kind="table" if name == "table-wrap" else "figure")
         paper.figures.append(fig)
-        hrefs.append((fig, _graphic_href(el)))
+        floats.append((fig, el))
         for key in [el.get("id")] + [c.get("id") for c in el.iter() if local_name(c) == "fig"]:
             if key:
                 by_rid.setdefault(key, fig)
-    return by_rid, hrefs
+    return by_rid, floats
 
 
 def _make_figure(el, paper: ParsedPaper, *, kind: str) -> Figure:
@@ -224,138 +227,112 @@ def _make_figure(el, paper: ParsedPaper, *, kind: str) -> Figure:
 
 
 # ---------------------------------------------------------------- images
-def _graphic_href(el) -> str | None:
-    """The first graphic of a float that is not part of its caption."""
-    for g in el.iter():
-        if local_name(g) in ("graphic", "inline-graphic") and not _has_ancestor_within(g, el, "caption"):
-            href = g.get(XLINK_HREF) or g.get("href")
-            if href:
-                return href
-    return None
-
-
-def _has_ancestor_within(node, top, name: str) -> bool:
-    for anc in node.iterancestors():
-        if anc is top:
-            return False
-        if local_name(anc) == name:
-            return True
-    return False
-
-
-def resolve_graphic(directory: Path, href: str) -> Path | None:
-    """Find the image file an href names, in the XML's own directory only.
-
-    PMC hrefs omit the extension ("F1"), PLOS ones are DOIs ("info:doi/10.1371/journal.
-    pone.0038869.g001") while the file is "pone.0038869.g001.tif". Only files listed in the
-    directory can match, so an href like "../../etc/passwd" can never escape it.
-    """
-    base = re.split(r"[/:]", href.strip())[-1].lower()
-    if not base:
-        return None
-    files = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTS)}
-    exact = [p for p in files if p.name.lower() == base]
-    if exact:
-        return exact[0]
-    stem = base.rsplit(".", 1)[0] if Path(base).suffix.lower() in IMAGE_EXTS else base
-    same = [p for p in files if p.stem.lower() == stem]
-    if not same:
-        same = [p for p in files if stem.endswith("." + p.stem.lower()) and "." in p.stem]
-    return min(same, key=lambda p: rank[p.suffix.lower()]) if same else None
-
-
-def _safe_name(fig_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", fig_id).strip("._") or "figure"
-
-
-def _attach_images(paper: ParsedPaper, hrefs: list[tuple[Figure, str | None]], directory: Path,
-                   out_dir: Path, options: ParseOptions) -> None:
-    """Convert each float's graphic to PNG; a missing or corrupt file costs one figure's image."""
-    for fig, href in hrefs:
-        _attach_one(paper, fig, href, directory, out_dir, options)
-
-
-def _attach_one(paper: ParsedPaper, fig: Figure, href: str | None, directory: Path, out_dir: Path,
-                options: ParseOptions) -> None:
-    if not href:
-        if fig.kind == "figure":
-            paper.warnings.append(f"{fig.label or fig.id}: no graphic in the XML")
-        return
-    src = resolve_graphic(directory, href)
-    if src is None:
-        paper.warnings.append(f"{fig.label or fig.id}: image file for {href!r} not found beside the XML")
-        return
-    try:
-        fig.image = images.convert_to_png(src.read_bytes(), out_dir / f"{_safe_name(fig.id)}.png",
-                                          max_side=options.max_side)
-    except (BadInputError, OSError) as exc:
-        fig.error = f"image: {exc}"
-        paper.warnings.append(f"{fig.label or fig.id}: image {src.name} not usable: {exc}")
+resolve_graphic = jats_images.resolve_graphic
 
 
 # ---------------------------------------------------------------- contexts
-def _section_title(el) -> str | None:
-    for anc in el.iterancestors():
-        if local_name(anc) in ("sec", "app", "boxed-text"):
-            title = _child(anc, "title")
-            if title is not None and _text(title):
-                return _text(title)
-    return None
+_SECTIONS = frozenset({"sec", "app", "boxed-text"})
+# text between two fig xrefs that makes them a range: "Figures <xref>2</xref>–<xref>4</xref>"
+_RANGE_GAP = re.compile(r"^\s*(?:[-\u2010-\u2015]|to|through)\s*$")
 
 
-def _body_paragraph_elements(root):
-    """Top-level prose paragraphs of body and back matter (appendices), in reading order."""
-    for part in root.iter():
-        if local_name(part) not in ("body", "app"):
+def _own_title(el) -> str | None:
+    title = _child(el, "title")
+    return (_text(title) or None) if title is not None else None
+
+
+def _prose_paragraphs(root) -> list[tuple[object, str | None]]:
+    """(paragraph, section title) for the top-level prose paragraphs of body and appendices.
+
+    One walk over the tree, carrying the nearest titled section down, so the cost is
+    linear in the document even for deeply nested ``<sec>`` (asking each paragraph for
+    its ancestors' titles was quadratic). Floats and paragraphs nested in paragraphs are
+    not prose of their own.
+    """
+    out: list[tuple[object, str | None]] = []
+    stack = [(iter(root), False, None)]
+    while stack:
+        children, in_part, title = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
             continue
-        if local_name(part) == "app" and _has_ancestor(part, frozenset({"body"})):
+        name = local_name(child)
+        if not name:
             continue
-        for p in part.iter():
-            if local_name(p) != "p":
-                continue
-            if _has_ancestor_within_any(p, part, FLOATS | {"p"}):
-                continue
-            yield p
-
-
-def _has_ancestor_within_any(node, top, names: frozenset[str]) -> bool:
-    for anc in node.iterancestors():
-        if anc is top:
-            return False
-        if local_name(anc) in names:
-            return True
-    return False
+        if not in_part:
+            part = name in ("body", "app")
+            stack.append((iter(child), part, _own_title(child) if name == "app" else None))
+        elif name == "p":
+            out.append((child, title))
+        elif name not in FLOATS:
+            stack.append((iter(child), True, (_own_title(child) or title) if name in _SECTIONS else title))
+    return out
 
 
 def _body_paragraphs(root):
-    for p in _body_paragraph_elements(root):
+    for p, section in _prose_paragraphs(root):
         text, _ = flatten_text(p, skip=FLOATS, block=BLOCKS)
-        yield _section_title(p), text
+        yield section, text
 
 
-def _attach_xref_contexts(root, by_rid: dict[str, Figure]) -> int:
+def _figure_index(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
+    return {(f.kind, f.number): f for f in figures if f.number}
+
+
+def _named_in_text(xref, kind: str, index: dict[tuple[str, str], Figure]) -> list[Figure]:
+    """Figures an xref's own text names when it names several ("Figs 2–4", "Figures 1 and 3")."""
+    text = _text(xref)
+    if not text:
+        return []
+    if not re.match(r"\s*(?:supp|fig|tab)", text, re.IGNORECASE):
+        text = ("Table " if kind == "table" else "Figure ") + text
+    mentions = [m for m in find_mentions(text) if m.kind == kind]
+    if len(mentions) < 2:
+        return []
+    return [index[(kind, m.number)] for m in mentions if (kind, m.number) in index]
+
+
+def _between(figures: list[Figure], a: Figure, b: Figure) -> list[Figure]:
+    """Figures of a's kind strictly between a and b in document order (a range's middle)."""
+    same = [f for f in figures if f.kind == a.kind]
+    where = {id(f): k for k, f in enumerate(same)}
+    if a.kind != b.kind or id(a) not in where or id(b) not in where:
+        return []
+    return same[where[id(a)] + 1:where[id(b)]]
+
+
+def _attach_xref_contexts(root, by_rid: dict[str, Figure], figures: list[Figure]) -> int:
     """Attach, for every fig/table xref in body prose, the sentence containing it.
 
-    Returns how many fig/table xrefs the body has (0 means the publisher linked nothing).
+    An xref points at every figure its ``rid`` list names, at every figure its text lists
+    ("Figs 2–4" with one rid), and two xrefs joined by a dash ("Figures <xref>2</xref>–
+    <xref>4</xref>") cover the figures between them. Returns how many fig/table xrefs the
+    body has (0 means the publisher linked nothing).
     """
     linked = 0
     position = 0
-    for p in _body_paragraph_elements(root):
+    index = _figure_index(figures)
+    for p, section in _prose_paragraphs(root):
         text, spans = flatten_text(p, skip=FLOATS, block=BLOCKS, mark=frozenset({"xref"}))
         sentences = sentence_spans(text)
-        section = _section_title(p)
-        for start, _end, xref in spans:
-            if xref.get("ref-type") not in ("fig", "table"):
+        prev: tuple[int, list[Figure]] | None = None
+        for start, end, xref in spans:
+            kind = xref.get("ref-type")
+            if kind not in ("fig", "table"):
                 continue
             linked += 1
+            kind = "table" if kind == "table" else "figure"
+            targets = [by_rid[r] for r in (xref.get("rid") or "").split() if r in by_rid]
+            targets += _named_in_text(xref, kind, index)
+            if prev is not None and prev[1] and targets and _RANGE_GAP.match(text[prev[0]:start]):
+                targets += _between(figures, prev[1][-1], targets[0])
+            prev = (end, targets)
             idx = sentence_at(sentences, start)
             if idx is None:
                 continue
             mention = _text(xref) or None
-            for rid in (xref.get("rid") or "").split():
-                fig = by_rid.get(rid)
-                if fig is not None:
-                    add_context(fig, sentences[idx][2], section, position + idx, mention)
+            for fig in {id(f): f for f in targets}.values():
+                add_context(fig, sentences[idx][2], section, position + idx, mention)
         position += len(sentences)
     return linked

@@ -20,7 +20,9 @@ from pathlib import Path
 from figalign.errors import BadInputError
 from figalign.parsers import images
 from figalign.parsers.contexts import add_context, find_mentions, split_sentences
+from figalign.parsers.compose import Cell, compose
 from figalign.parsers.latex_archive import unpack
+from figalign.parsers.latex_layout import Placed, graphic_size, length_pt, rows
 from figalign.parsers.latex_tex import (
     Graphic,
     RawFigure,
@@ -57,8 +59,16 @@ _INCLUDE = re.compile(
 _DOC_BEGIN = re.compile(r"\\begin\s*\{document\}")
 _DOC_END = re.compile(r"\\end\s*\{document\}")
 _MAIN_NAMES = {"main", "ms", "paper", "article", "manuscript"}
-_GRAPHIC_EXTS = (".png", ".pdf", ".jpg", ".jpeg", ".gif", ".PNG", ".PDF", ".JPG", ".JPEG",
-                 ".eps", ".ps", ".EPS", ".PS", ".tif", ".tiff", ".mps", ".bmp")
+# graphicx's default search order under pdfLaTeX (pdftex.def) and under LaTeX + dvips
+# (dvips.def); any other known extension is tried after them, so a figure still gets an
+# image when the paper was built with another engine than the one we guessed.
+_PDFTEX_EXTS = (".pdf", ".png", ".jpg", ".mps", ".jpeg", ".jbig2", ".jb2", ".PDF", ".PNG", ".JPG", ".JPEG",
+                ".JBIG2", ".JB2", ".eps")
+_DVIPS_EXTS = (".eps", ".ps", ".eps.gz", ".ps.gz", ".eps.Z", ".EPS", ".PS")
+_GRAPHIC_EXTS = _PDFTEX_EXTS + _DVIPS_EXTS + (".gif", ".tif", ".tiff", ".bmp", ".GIF", ".TIF", ".TIFF")
+_DVIPS_HINT = re.compile(r"\\documentstyle|\\usepackage\s*(?:\[[^\]]*\])?\s*\{[^}]*\b(?:epsfig|psfig|epsf|pstricks|"
+                         r"psfrag)\b|\\input\s*\{?epsf\b|\\usepackage\s*\[[^\]]*\bdvips\b")
+_DAMAGED = re.compile(r"skipped damaged archive member '([^']+)'")
 _SECTION = re.compile(r"\\(part|chapter|section|subsection|subsubsection|paragraph)(?![A-Za-z@])")
 _MARK = re.compile("\ue000(\\d+)\ue001")
 _MENTION_BEFORE = r"(?:(?:Supplementary\s+)?(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?|Tab(?:le)?s?\.?)\s*)?"
@@ -74,7 +84,12 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
         if unpacked.pdf is not None:
             return _parse_pdf_only(unpacked.pdf, out_dir=out_dir, paper_id=paper_id, options=options)
         job = _Job(unpacked.root, Path(out_dir), paper_id, options, list(unpacked.warnings))
-        return job.run()
+        paper = job.run()
+    if pdf is not None and options.write_images:
+        from figalign.parsers.latex_pdf import use_pdf_crops
+
+        use_pdf_crops(paper, Path(pdf), Path(out_dir) / _safe_name(paper_id) / "pdf", options)
+    return paper
 
 
 def _parse_pdf_only(pdf_path: Path, *, out_dir: Path, paper_id: str, options: ParseOptions) -> ParsedPaper:
@@ -376,6 +391,10 @@ class _Job:
         self.main_dir = doc.main.parent
         self.index = _FileIndex(src.files, self.root)
         self.graphicspath = _graphicspath(doc.text)
+        self.extensions = _graphics_extensions(doc.text)
+        self._failures: dict[str, list[str]] = {}
+        self._damaged = {Path(m.group(1)).name.split(".")[0].lower() for w in self.warnings
+                         if (m := _DAMAGED.search(w))}
         raws = find_figures(doc.body)
         figures, labels = self._number(raws)
         labels = {**_section_labels(doc.body, float_spans(doc.body)), **labels}
@@ -423,25 +442,62 @@ class _Job:
         return figures, labels
 
     def _fill(self, fig: Figure, raw: RawFigure, refs: _RefResolver) -> None:
-        """Caption text, sub-figures and images of one figure; problems become warnings."""
+        """Caption text, sub-figures and the image of one figure; problems become warnings.
+
+        Every panel keeps its own image as a sub-figure; the figure's image shows all of
+        them (composed by the source layout), and when there is none the figure says why.
+        """
         fig.caption = clean_caption(to_text(raw.caption or "", refs))
         stem = f"{fig.kind[:3]}{fig.number}" if fig.number else f"{fig.kind[:3]}-u{fig.ordinal}"
+        placed: list[tuple[Placed, FigureImage]] = []
         for k, panel in enumerate(raw.panels):
-            image = self._image(panel.graphics[0], f"{stem}-{chr(ord('a') + k % 26)}", fig) if panel.graphics else None
-            fig.subfigures.append(SubFigure(label=f"({chr(ord('a') + k % 26)})",
-                                            caption=clean_caption(to_text(panel.caption, refs)), image=image))
+            letter = chr(ord("a") + k % 26)
+            image = self._image(panel.graphics[0], f"{stem}-{letter}", fig) if panel.graphics else None
+            fig.subfigures.append(SubFigure(label=f"({letter})", caption=clean_caption(to_text(panel.caption, refs)),
+                                            image=image))
+            if image is not None:
+                placed.append((Placed(panel.pos, Cell(image.path, *_panel_size(panel))), image))
         fig.caption = _with_subcaptions(fig.caption, fig.subfigures)
-        if not raw.panels and len(raw.graphics) > 1:
-            for k, g in enumerate(raw.graphics):
-                image = self._image(g, f"{stem}-p{k + 1}", fig)
-                fig.subfigures.append(SubFigure(label=None, caption="", image=image))
         if fig.kind == "table":
             return
-        fig.image = next((s.image for s in fig.subfigures if s.image is not None), None)
-        if fig.image is None and raw.graphics and not fig.subfigures:
+        if len(raw.graphics) > 1 or (raw.panels and raw.graphics):
+            for k, g in enumerate(raw.graphics):
+                image = self._image(g, f"{stem}-p{k + 1}", fig)
+                if not raw.panels:
+                    fig.subfigures.append(SubFigure(label=None, caption="", image=image))
+                if image is not None:
+                    placed.append((Placed(g.pos, Cell(image.path, *graphic_size(g.options))), image))
+        elif raw.graphics:
             fig.image = self._image(raw.graphics[0], stem, fig)
-        if fig.image is None and not raw.graphics and not any(p.graphics for p in raw.panels):
-            self._warn(fig, "no \\includegraphics (TikZ/pgfplots or other drawn figure); image is None")
+        if len(placed) > 1:
+            self._compose(fig, [p for p, _ in placed], raw.breaks, stem)
+        elif placed:
+            fig.image = placed[0][1]
+        if fig.image is not None:
+            fig.image_origin = fig.image_origin or "single-file"
+        elif self.options.write_images:
+            fig.no_image_reason = self._no_image_reason(fig, raw)
+            if not raw.graphics and not any(p.graphics for p in raw.panels):
+                self._warn(fig, f"no graphics file ({fig.no_image_reason}); image is None")
+
+    def _compose(self, fig: Figure, placed: list[Placed], breaks: list[int], stem: str) -> None:
+        """The figure's image: its panel images laid out in the source's rows and widths."""
+        try:
+            fig.image = compose(rows(placed, breaks), self.out_dir / f"{stem}.png", max_side=self.options.max_side)
+            fig.image_origin = "composite"
+        except BadInputError as exc:
+            self._warn(fig, f"panels could not be composed: {exc}")
+            fig.image = next((s.image for s in fig.subfigures if s.image is not None), None)
+
+    def _no_image_reason(self, fig: Figure, raw: RawFigure) -> str:
+        """A countable word for why a figure has no image."""
+        failures = self._failures.get(fig.id, [])
+        if failures:
+            return "no-graphics-file-in-source" if all(f == "missing" for f in failures) else next(
+                f for f in failures if f != "missing")
+        if raw.drawn:
+            return f"{raw.drawn}-without-pdf"
+        return "no-graphics-in-source"
 
     def _warn(self, fig: Figure, message: str) -> None:
         text = f"{fig.label or fig.id}: {message}"
@@ -453,9 +509,12 @@ class _Job:
         """Convert one graphics file to PNG (cached per file and page); failures are warnings."""
         if not self.options.write_images:
             return None
-        path = self.index.find(graphic.name, [self.main_dir] + [self.main_dir / g for g in self.graphicspath])
+        path = self.index.find(graphic.name, [self.main_dir] + [self.main_dir / g for g in self.graphicspath],
+                               self.extensions)
         if path is None:
             self._warn(fig, f"graphics file not found: {graphic.name}")
+            damaged = Path(graphic.name).name.split(".")[0].lower() in self._damaged
+            self._failures.setdefault(fig.id, []).append("graphics-file-damaged-in-archive" if damaged else "missing")
             return None
         key = (path, graphic.page)
         if key not in self._image_cache:
@@ -466,6 +525,8 @@ class _Job:
         result = self._image_cache[key]
         if isinstance(result, str):
             self._warn(fig, f"{path.name}: {result}")
+            self._failures.setdefault(fig.id, []).append(
+                "eps-needs-ghostscript" if "ghostscript" in result and "not found" in result else "graphics-file-unreadable")
             return None
         return result
 
@@ -475,6 +536,14 @@ def _with_subcaptions(caption: str, subfigures: list[SubFigure]) -> str:
     them: the image holds every panel, so the text that describes it should too."""
     parts = [f"{s.label} {s.caption}" for s in subfigures if s.caption]
     return clean_caption(" ".join([caption] + parts)) if parts else caption
+
+
+def _panel_size(panel) -> tuple[float | None, float | None]:
+    """A panel's size in points: its environment's width, else its graphic's size options."""
+    width = length_pt(panel.width)
+    if width:
+        return width, None
+    return graphic_size(panel.graphics[0].options) if panel.graphics else (None, None)
 
 
 def _safe_name(paper_id: str) -> str:
@@ -494,6 +563,18 @@ def _graphicspath(text: str) -> list[str]:
     return dirs
 
 
+def _graphics_extensions(text: str) -> tuple[str, ...]:
+    """The extensions graphicx tries for a name without one, in its order for this paper:
+    \\DeclareGraphicsExtensions when the paper sets it, else pdfLaTeX's or dvips' default."""
+    declared: list[str] = []
+    for m in re.finditer(r"\\DeclareGraphicsExtensions\s*", text):
+        grp = read_group(text, m.end())
+        if grp:
+            declared = [e.strip() for e in grp[0].split(",") if e.strip().startswith(".")]
+    engine = _DVIPS_EXTS if _DVIPS_HINT.search(text) else _PDFTEX_EXTS
+    return tuple(dict.fromkeys([*declared, *engine, *_GRAPHIC_EXTS]))
+
+
 class _FileIndex:
     """Finds a graphics file the way graphicx would, then by base name anywhere in the tree."""
 
@@ -508,11 +589,13 @@ class _FileIndex:
             return path
         return None
 
-    def find(self, name: str, dirs: list[Path]) -> Path | None:
+    def find(self, name: str, dirs: list[Path], extensions: tuple[str, ...] = _GRAPHIC_EXTS) -> Path | None:
+        """The file a graphics name means: in each search directory (the main file's, then
+        \\graphicspath), as written or with each extension in order; else by base name."""
         name = name.strip().strip('"').replace("\\", "/")
         if not name or name.startswith("/"):
             return None
-        candidates = self._candidates(name)
+        candidates = self._candidates(name, extensions)
         for base in dirs + [self.root]:
             for cand in candidates:
                 hit = self._existing(base / cand)
@@ -525,16 +608,16 @@ class _FileIndex:
         return None
 
     @staticmethod
-    def _candidates(name: str) -> list[str]:
+    def _candidates(name: str, extensions: tuple[str, ...]) -> list[str]:
         """File names to try: epstopdf's converted PDF first for .eps, then as written, then + extensions."""
         suffix = Path(name).suffix.lower()
         out: list[str] = []
         if suffix in (".eps", ".ps"):
             stem = name[: -len(suffix)]
             out.append(f"{stem}-{suffix[1:]}-converted-to.pdf")
-        out.append(name)
         if suffix not in {e.lower() for e in _GRAPHIC_EXTS}:
-            out.extend(name + ext for ext in _GRAPHIC_EXTS)
+            out.extend(name + ext for ext in extensions)
+        out.append(name)
         return out
 
 

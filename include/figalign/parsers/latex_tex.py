@@ -553,21 +553,36 @@ TABLE_ENVS = {"table", "table*", "wraptable", "wraptable*", "sidewaystable", "si
               "SCtable", "SCtable*"}
 _SUB_ENVS = {"subfigure", "subfigure*", "subtable", "subtable*"}
 _SUB_CMD = re.compile(r"\\(subfloat|subfigure|subtable|subcaptionbox|sidesubfloat)(?![A-Za-z@])")
-_CAPTION = re.compile(r"\\caption(?![A-Za-z@])")
+_CAPTION = re.compile(r"\\(?:top|bottom)?caption(?![A-Za-z@])")  # \\topcaption: CMS, supertabular
 _SUBCAPTION = re.compile(r"\\(?:sub)?caption(?![A-Za-z@])")
 _LABEL = re.compile(r"\\label\s*\{([^}]*)\}")
-_GRAPHIC = re.compile(r"\\(includegraphics|epsfig|psfig|epsfbox|epsffile|plotone|plottwo|includestandalone)"
-                      r"(?![A-Za-z@])")
+_GRAPHIC = re.compile(r"\\(includegraphics|epsfig|psfig|epsfbox|epsffile|epsfile|plotone|plottwo|plotfiddle"
+                      r"|includestandalone|special)(?![A-Za-z@])")
+# commands whose one argument is key=value options naming the file
+_KEYVAL_GRAPHICS = {"epsfig", "psfig", "epsfile"}
+_FILE_KEY = re.compile(r"(?:file|figure)\s*=\s*([^,}\s]+)")
+_PSFILE = re.compile(r"psfile\s*=\s*\"?([^\s\"}]+)")
+# Drawn figures: no graphics file exists, only the typeset PDF shows them.
+_DRAWN = (("tikz", re.compile(r"\\begin\s*\{(?:tikzpicture|axis|semilogyaxis|semilogxaxis|loglogaxis|polaraxis)\}"
+                              r"|\\tikz(?![A-Za-z@])|\\input\s*\{[^}]*\.(?:pgf|tikz)\}")),
+          ("picture", re.compile(r"\\begin\s*\{picture\}")),
+          ("pstricks", re.compile(r"\\begin\s*\{pspicture\*?\}|\\psset(?![A-Za-z@])")),
+          ("xy", re.compile(r"\\xymatrix(?![A-Za-z@])|\\begin\s*\{xy\}")))
+# A line break in a float: panels after it start a new row.
+_ROW_BREAK = re.compile(r"\\\\|\\newline(?![A-Za-z@])|\\linebreak(?![A-Za-z@])|\\par(?![A-Za-z@])|\n[ \t]*\n"
+                        r"|\\(?:vspace|vskip|bigskip|medskip|smallskip)(?![A-Za-z@])")
 _PAGE_OPT = re.compile(r"\bpage\s*=\s*(\d+)")
 
 
 @dataclass
 class Graphic:
-    """One graphics inclusion: the file name as written and the PDF page it asks for (0-based)."""
+    """One graphics inclusion: the file name as written, the PDF page it asks for (0-based)
+    and its size options as written (``width=0.5\\linewidth``), which the layout reads."""
 
     name: str
     page: int = 0
     pos: int = 0
+    options: str = ""
 
 
 @dataclass
@@ -578,6 +593,7 @@ class RawPanel:
     labels: list[str]
     graphics: list[Graphic]
     pos: int = 0
+    width: str | None = None
 
 
 @dataclass
@@ -592,31 +608,60 @@ class RawFigure:
     graphics: list[Graphic] = field(default_factory=list)
     panels: list[RawPanel] = field(default_factory=list)
     start: int = 0
+    drawn: str | None = None
+    breaks: list[int] = field(default_factory=list)
 
 
 def find_graphics(text: str, offset: int = 0) -> list[Graphic]:
-    """Every \\includegraphics / \\epsfig / \\psfig / \\epsfbox / \\plotone file in a chunk."""
+    """Every graphics file a chunk includes, by any of the macros LaTeX papers use.
+
+    ``\\includegraphics[*]``, ``\\epsfig{file=}``, ``\\psfig{figure=}``, ``\\epsfbox``,
+    ``\\epsffile``, ``\\epsfile{file=}``, AASTeX ``\\plotone``/``\\plottwo``/``\\plotfiddle``,
+    ``\\includestandalone`` and plain-TeX ``\\special{psfile=}``.
+    """
     out: list[Graphic] = []
     for m in _GRAPHIC.finditer(text):
         cmd = m.group(1)
-        n_args = 2 if cmd == "plottwo" else 1
-        opts, args, _ = read_command_args(text, m.end(), n_args)
+        opts, args, _ = read_command_args(text, m.end(), 2 if cmd == "plottwo" else 1)
+        options = ",".join(o or "" for o in opts)
         page = 0
-        for opt in opts:
-            pm = _PAGE_OPT.search(opt or "")
-            if pm:
-                page = max(0, int(pm.group(1)) - 1)
+        pm = _PAGE_OPT.search(options)
+        if pm:
+            page = max(0, int(pm.group(1)) - 1)
         for arg in args:
-            name = arg
-            if cmd in ("epsfig", "psfig"):
-                km = re.search(r"(?:file|figure)\s*=\s*([^,}\s]+)", arg)
-                if not km:
-                    continue
-                name = km.group(1)
-            name = name.strip().strip('"').strip()
+            name = _graphic_name(cmd, arg)
+            if cmd in _KEYVAL_GRAPHICS:
+                options = arg
             if name:
-                out.append(Graphic(name, page, offset + m.start()))
+                out.append(Graphic(name, page, offset + m.start(), options))
     return out
+
+
+def _graphic_name(cmd: str, arg: str) -> str | None:
+    """The file name in one graphics argument ("{fig.v2}.pdf" -> "fig.v2.pdf")."""
+    if cmd in _KEYVAL_GRAPHICS:
+        km = _FILE_KEY.search(arg)
+        arg = km.group(1) if km else ""
+    elif cmd == "special":
+        km = _PSFILE.search(arg)
+        arg = km.group(1) if km else ""
+    name = arg.replace("{", "").replace("}", "").strip().strip('"').strip()
+    return name or None
+
+
+def drawn_kind(tex: str) -> str | None:
+    """What draws a figure that has no graphics file: "tikz", "picture", "pstricks", "xy"."""
+    return next((kind for kind, pat in _DRAWN if pat.search(tex)), None)
+
+
+def row_breaks(tex: str) -> list[int]:
+    """Offsets of the line breaks in a float body (``\\\\``, blank lines, vertical space)."""
+    return [m.start() for m in _ROW_BREAK.finditer(tex)]
+
+
+def _opaque_mask(body: str, masked: str) -> str:
+    """``masked`` with blanked-out spans filled by "x": blanks would read as blank lines."""
+    return "".join("x" if m == " " and b != " " else m for b, m in zip(body, masked))
 
 
 def _mask(text: str, start: int, end: int) -> str:
@@ -627,14 +672,21 @@ def _labels(text: str) -> list[str]:
     return [k.strip() for k in _LABEL.findall(text) if k.strip()]
 
 
-def _panel_from_chunk(chunk: str, offset: int) -> RawPanel:
-    """A sub-figure environment or minipage: its (sub)caption, labels and graphics."""
+def _panel_from_chunk(chunk: str, offset: int, width: str | None = None) -> RawPanel:
+    """A sub-figure environment or minipage: its (sub)caption, labels, graphics and width."""
     caption = ""
     m = _SUBCAPTION.search(chunk)
     if m:
         _, args, _ = read_command_args(chunk, m.end(), 1)
         caption = args[0]
-    return RawPanel(caption, _labels(chunk), find_graphics(chunk, offset), offset)
+    return RawPanel(caption, _labels(chunk), find_graphics(chunk, offset), offset, width)
+
+
+def _env_width(text: str, env: Env) -> str | None:
+    """The width argument of ``\\begin{subfigure}[t]{0.45\\textwidth}`` / minipage."""
+    _, j = read_optionals(text, env.body_start)
+    grp = read_group(text, skip_ws(text, j))
+    return (grp[0].strip() or None) if grp is not None else None
 
 
 def _sub_commands(masked: str) -> tuple[list[RawPanel], str]:
@@ -648,16 +700,17 @@ def _sub_commands(masked: str) -> tuple[list[RawPanel], str]:
         j = m.end()
         if j < len(masked) and masked[j] == "*":
             j += 1
-        caption = ""
-        if m.group(1) == "subcaptionbox":
+        caption, width = "", None
+        if m.group(1) == "subcaptionbox":  # [list entry]{caption}[width][inner pos]{content}
             _, j = read_optional(masked, j)
             caption, j = read_arg(masked, j)
+            width, j = read_optional(masked, j)
         opts, j = read_optionals(masked, j)
         if m.group(1) != "subcaptionbox":
             caption = opts[-1] if opts else ""
         _, j = read_arg(masked, j)
         chunk = masked[m.start():j]
-        panels.append(RawPanel(caption, _labels(chunk), find_graphics(chunk, m.start()), m.start()))
+        panels.append(RawPanel(caption, _labels(chunk), find_graphics(chunk, m.start()), m.start(), width))
         spans.append((m.start(), j))
         pos = j
     for start, end in spans:
@@ -670,14 +723,15 @@ def _panels(body: str) -> tuple[list[RawPanel], str]:
     masked = body
     panels: list[RawPanel] = []
     for env in find_envs(masked, _SUB_ENVS):
-        panels.append(_panel_from_chunk(masked[env.body_start:env.body_end], env.body_start))
+        panels.append(_panel_from_chunk(masked[env.body_start:env.body_end], env.body_start,
+                                        _env_width(masked, env)))
         masked = _mask(masked, env.start, env.end)
     cmd_panels, masked = _sub_commands(masked)
     panels.extend(cmd_panels)
     for env in find_envs(masked, {"minipage"}):
         chunk = masked[env.body_start:env.body_end]
         if re.search(r"\\subcaption(?![A-Za-z@])", chunk) and not _CAPTION.search(chunk):
-            panels.append(_panel_from_chunk(chunk, env.body_start))
+            panels.append(_panel_from_chunk(chunk, env.body_start, _env_width(masked, env)))
             masked = _mask(masked, env.start, env.end)
     panels.sort(key=lambda p: p.pos)
     return panels, masked
@@ -712,12 +766,14 @@ def figures_in_env(text: str, env: Env) -> list[RawFigure]:
     panels, masked = _panels(body)
     caps = _captions(masked)
     graphics = find_graphics(masked)
+    drawn, breaks = drawn_kind(body), row_breaks(_opaque_mask(body, masked))
     if not caps:
         if not graphics and not panels:
             return []
-        fig = RawFigure(kind, env.name, None, False, _labels(masked), graphics, panels, env.start)
+        fig = RawFigure(kind, env.name, None, False, _labels(masked), graphics, panels, env.start, drawn, breaks)
         return [fig]
-    figs = [RawFigure(kind, env.name, cap[2], cap[3], [], [], [], env.start + cap[0]) for cap in caps]
+    figs = [RawFigure(kind, env.name, cap[2], cap[3], [], [], [], env.start + cap[0], drawn, breaks)
+            for cap in caps]
     for m in _LABEL.finditer(masked):
         figs[_nearest_caption(m.start(), caps)].labels.append(m.group(1).strip())
     for g in graphics:

@@ -282,6 +282,10 @@ def _parse_pages(doc, pages, out_dir: Path, paper_id: str, options: ParseOptions
         for fig in figures:
             if fig.bbox is not None:
                 crop(doc, fig, Path(out_dir), options, warnings)
+            if fig.image is not None:
+                fig.image_origin = "pdf-crop"
+            elif fig.kind == "figure":
+                fig.no_image_reason = "no-graphic-near-caption" if fig.bbox is None else "crop-failed"
     attach_text_mentions(paragraphs(pages, stats), figures, skip_text=caption_text)
     return ParsedPaper(
         paper_id=paper_id,

@@ -82,24 +82,38 @@ def caption_start(line: Line, prev: Line | None, stats: DocStats) -> tuple[str, 
 
 
 def _aligned(ln: Line, cap_lines: list[Line]) -> bool:
-    """A line starts where the caption's lines start, or is centred on the caption's axis."""
+    """A line starts where the caption's lines start, or is centred on the caption's axis.
+
+    A centred line continues a centred caption only inside the caption's own width: LaTeX
+    centres a caption that fits on one line, and the full-width paragraph after it is
+    "centred" on the same axis without being part of it. (A label alone on its line, as
+    in "FIG. 1." above its text, is the exception: its text is wider than it.)
+    """
     first = cap_lines[0].bbox
     box = union([c.bbox for c in cap_lines])
     centre = (box[0] + box[2]) / 2
-    return abs(ln.bbox[0] - first[0]) <= 3 or abs(ln.bbox[0] - box[0]) <= 3 or abs((ln.bbox[0] + ln.bbox[2]) / 2 - centre) <= 6
+    if abs(ln.bbox[0] - first[0]) <= 3 or abs(ln.bbox[0] - box[0]) <= 3:
+        return True
+    if abs((ln.bbox[0] + ln.bbox[2]) / 2 - centre) > 6:
+        return False
+    label_only = len(cap_lines) == 1 and not LABEL_RE.sub("", cap_lines[0].text, count=1).strip()
+    return label_only or ln.bbox[0] >= box[0] - 3
 
 
 def _continues(ln: Line, cap_lines: list[Line], span: tuple[float, float], size: float, tol: float) -> tuple | None:
     """Sort key when ``ln`` can continue the caption (same row, or next line below), else None."""
     last = cap_lines[-1]
-    if abs(ln.size - size) > tol or not ln.horizontal:
-        return None
-    if ln.bbox[0] < span[0] - 6 or ln.bbox[2] > span[1] + 6:
+    if not ln.horizontal or ln.bbox[0] < span[0] - 6 or ln.bbox[2] > span[1] + 6:
         return None
     # Word spacing is well under 0.6 em, but a lone label ("Fig. 2.", "Table 1:") is often set
-    # apart from its text by an em space or more; a wider gap is the gutter to the next column.
+    # apart from its text by an em space or more; a wider gap is the gutter to the next column
+    # or the caption of the figure beside this one.
     reach = 2.0 * size if len(cap_lines) == 1 and not LABEL_RE.sub("", last.text, count=1).strip() else 0.6 * size
-    same_row = v_overlap(ln.bbox, last.bbox) > 0.5 * min(ln.height, last.height) and last.bbox[2] - 2 <= ln.bbox[0] <= last.bbox[2] + reach
+    same_row = v_overlap(ln.bbox, last.bbox) > 0.5 * min(ln.height, last.height) and max(last.bbox[0] + 1, last.bbox[2] - size) <= ln.bbox[0] <= last.bbox[2] + reach
+    # a sub/superscript the PDF set as its own line ("ρ^p_T") is part of the row it sits on
+    script = same_row and 0.5 * size <= ln.size < size
+    if abs(ln.size - size) > tol and not script:
+        return None
     if same_row:
         return (0, ln.bbox[1], ln.bbox[0])
     gap = ln.bbox[1] - last.bbox[3]

@@ -17,6 +17,7 @@ Box = tuple[float, float, float, float]
 _GRAPHIC_KINDS = ("fill-path", "stroke-path", "fill-image", "fill-imgmask", "fill-shade")
 _WORD = re.compile(r"\S+")
 _ALPHA_WORD = re.compile(r"[A-Za-z]{2,}")
+_WORD_CHARS = re.compile(r"\w")
 # Page zones that hold running heads and page numbers, as fractions of the page height.
 HEADER_FRAC = 0.07
 FOOTER_FRAC = 0.935
@@ -94,6 +95,20 @@ def _is_bold(span: dict) -> bool:
     return bool(span.get("flags", 0) & 16) or any(k in name for k in ("bold", "-bd", ".b", "black", "heavy", "semibold"))
 
 
+def _text_size(spans: list[dict], default: float) -> float:
+    """The size of a line's running text: the largest size that sets at least 30 % of its
+    word characters. Sub/superscripts and small capitals are smaller and a bold label can be
+    larger; whichever span is longest must not make the line look like another block."""
+    chars: dict[float, int] = {}
+    for sp in spans:
+        chars[round(sp["size"], 1)] = chars.get(round(sp["size"], 1), 0) + len(_WORD_CHARS.findall(sp["text"]))
+    total = sum(chars.values())
+    if not total:
+        return default
+    return next((size for size in sorted(chars, reverse=True) if chars[size] >= 0.3 * total),
+                max(chars, key=chars.get))
+
+
 def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     """Turn one PyMuPDF line dict into a Line; None for lines with no visible text."""
     spans = [s for s in raw.get("spans", []) if s.get("text")]
@@ -101,6 +116,7 @@ def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     if not text.strip():
         return None
     main = max(spans, key=lambda s: len(s["text"].strip()))
+    size = _text_size(spans, main["size"])
     first = next(s for s in spans if s["text"].strip())
     rest = [s for s in spans if s is not first and s["text"].strip()]
     body_span = rest[-1] if rest else first
@@ -109,7 +125,7 @@ def _line_from_dict(raw: dict, block_no: int) -> Line | None:
     return Line(
         bbox=tuple(raw["bbox"]),
         text=text,
-        size=round(main["size"], 1),
+        size=round(size, 1),
         font=body_span.get("font", ""),
         bold=_is_bold(body_span),
         label_font=first.get("font", ""),
@@ -130,11 +146,43 @@ def read_page(page, index: int) -> PageData:
     # No image blocks (graphics come from the bbox log) and ligatures expanded: cheapest pass.
     flags = pymupdf.TEXT_MEDIABOX_CLIP
     for b_no, block in enumerate(page.get_text("dict", flags=flags)["blocks"]):
-        for raw in block.get("lines", []):
+        for raw in merge_row_fragments(block.get("lines", [])):
             line = _line_from_dict(raw, b_no)
             if line is not None:
                 data.lines.append(line)
     return data
+
+
+def _fragment_of(prev: dict, raw: dict) -> bool:
+    """Whether ``raw`` continues ``prev`` on the same visual row (a sub/superscript or the
+    text after one): PyMuPDF starts a new line at every baseline shift, which cut captions
+    like "density ρ^p_T(b) ..." at the subscript."""
+    if raw.get("dir", (1.0, 0.0)) != prev.get("dir", (1.0, 0.0)) or abs(raw.get("dir", (1, 0))[1]) > 0.05:
+        return False
+    (_, py0, px1, py1), (x0, y0, _, y1) = prev["bbox"], raw["bbox"]
+    overlap = min(py1, y1) - max(py0, y0)
+    if overlap <= 0.3 * min(py1 - py0, y1 - y0):
+        return False
+    size = max((s.get("size", 0.0) for s in prev.get("spans", [])), default=0.0) or (py1 - py0)
+    return px1 - 0.2 * size <= x0 <= px1 + 1.0 * size
+
+
+def merge_row_fragments(raw_lines: list[dict]) -> list[dict]:
+    """A block's PyMuPDF lines with the fragments of one visual row joined into one line."""
+    out: list[dict] = []
+    for raw in raw_lines:
+        if out and _fragment_of(out[-1], raw):
+            prev = out[-1]
+            (px0, py0, px1, py1), (x0, y0, x1, y1) = prev["bbox"], raw["bbox"]
+            spans = list(prev.get("spans", []))
+            size = max((sp.get("size", 0.0) for sp in spans), default=0.0)
+            if x0 - px1 > 0.2 * size and spans and not spans[-1].get("text", "").endswith(" "):
+                spans.append({**spans[-1], "text": " "})
+            out[-1] = {**prev, "bbox": (min(px0, x0), min(py0, y0), max(px1, x1), max(py1, y1)),
+                       "spans": spans + list(raw.get("spans", []))}
+        else:
+            out.append(raw)
+    return out
 
 
 def read_graphics(page, data: PageData) -> None:

@@ -48,7 +48,19 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     _attach_contexts(root, paper, by_xml_id)
     if pdf is not None and options.write_images:
         _crop_all(paper, boxes, Path(pdf), Path(out_dir), options)
+    if options.write_images:
+        _say_why_no_image(paper, pdf is not None)
     return paper
+
+
+def _say_why_no_image(paper: ParsedPaper, had_pdf: bool) -> None:
+    """Origin of each crop, and a countable reason for each figure without one."""
+    for fig in paper.figures:
+        if fig.image is not None:
+            fig.image_origin = "pdf-crop"
+        elif fig.kind == "figure":
+            fig.no_image_reason = ("no-pdf-for-crops" if not had_pdf else
+                                   "no-coordinates-in-tei" if fig.bbox is None else "crop-failed")
 
 
 # ---------------------------------------------------------------- metadata

@@ -2,33 +2,22 @@
 
 Paper XML comes from the open internet, so a file may carry an XXE payload (an external
 entity pointing at ``file:///etc/passwd`` or an internal URL) or a "billion laughs" entity
-bomb. Real JATS/TEI never needs its own entity declarations: the publishers' DTDs are
-referenced, never inlined, and we never load them. So any ``<!ENTITY`` in the document
-prolog is refused outright, and lxml is configured to resolve nothing, fetch nothing and
-refuse huge trees. Malformed XML becomes ``BadInputError`` so the stage records it and
+bomb. External DTDs are referenced, never loaded; entities declared in the internal subset
+(older PLOS declares its own character entities) are read and expanded by
+``xmlentities`` with hard bounds, and any external or parameter entity is refused
+outright. lxml is configured to resolve nothing, fetch nothing and refuse huge trees. Malformed XML becomes ``BadInputError`` so the stage records it and
 moves on instead of crashing the worker.
 """
 
 from __future__ import annotations
 
 import html.entities
-import re
 from pathlib import Path
 
 from figalign.errors import BadInputError
+from figalign.parsers import xmlentities
 
-# Everything before the root element: XML declaration, comments, PIs and the DOCTYPE with
-# its internal subset. An ENTITY declaration can only live there.
-_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_ROOT_START = re.compile(rb"<[A-Za-z_]")
 MAX_XML_BYTES = 64 * 1024 * 1024
-
-
-def _prolog(data: bytes) -> bytes:
-    """The bytes before the first element tag, NULs dropped so UTF-16 input is scanned too."""
-    flat = data[: 1024 * 1024].replace(b"\x00", b"")
-    m = _ROOT_START.search(flat)
-    return flat[: m.start()] if m else flat
 
 
 def _parser():
@@ -48,8 +37,9 @@ def _parser():
 def parse_xml_bytes(data: bytes, *, source: str = "XML"):
     """Parse XML bytes safely and return the root element.
 
-    Raises ``BadInputError`` for empty, oversized or malformed input and for any document
-    that declares entities (XXE, billion laughs).
+    Raises ``BadInputError`` for empty, oversized or malformed input and for a DOCTYPE that
+    declares external or parameter entities (XXE) or entities that expand too far (bombs).
+    Internal entities are expanded into the tree as text.
     """
     from lxml import etree
 
@@ -57,23 +47,24 @@ def parse_xml_bytes(data: bytes, *, source: str = "XML"):
         raise BadInputError(f"{source}: empty XML document")
     if len(data) > MAX_XML_BYTES:
         raise BadInputError(f"{source}: XML document too large ({len(data)} bytes > {MAX_XML_BYTES})")
-    if _ENTITY_DECL.search(_prolog(data)):
-        raise BadInputError(f"{source}: XML declares entities in its DOCTYPE (possible XXE or entity bomb); refused")
+    values = xmlentities.declared_entities(data, source)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise BadInputError(f"{source}: malformed XML: {exc}") from exc
     if root is None:
         raise BadInputError(f"{source}: XML document has no root element")
-    _reject_declared_entities(root, source)
+    _check_declared_entities(root, values, source)
+    xmlentities.substitute(root, values, source)
     return root
 
 
-def _reject_declared_entities(root, source: str) -> None:
-    """Second line of defence: ask libxml2 whether the internal subset declared any entity."""
+def _check_declared_entities(root, values: dict[str, str], source: str) -> None:
+    """Second line of defence: every entity libxml2 saw must be one we read and bounded."""
     dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise BadInputError(f"{source}: XML declares entities in its DOCTYPE (possible XXE or entity bomb); refused")
+    for ent in dtd.iterentities() if dtd is not None else ():
+        if ent.name not in values or ent.system_url:
+            raise BadInputError(f"{source}: XML declares entity {ent.name!r} that was not checked; refused")
 
 
 def parse_xml_file(path: Path):

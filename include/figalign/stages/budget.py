@@ -7,9 +7,10 @@ each item's ``compute`` in a forked child process of its own:
 
 * **wall time** — the parent waits at most ``wall_s`` and then kills the child's whole
   process group (Ghostscript and other helpers included);
-* **memory** — the parent samples the child's resident memory every few milliseconds and
-  kills it past ``memory_mb``; ``RLIMIT_AS`` (the address space at fork plus the budget)
-  stops a single huge allocation between two samples;
+* **memory** — the parent samples the memory the child adds to what it shared with the
+  worker at fork (resident pages, helpers such as Ghostscript included) every few
+  milliseconds and kills it past ``memory_mb``; ``RLIMIT_AS`` (the address space at fork
+  plus the budget) stops a single huge allocation between two samples;
 * **temp disk** — the child's temporary files go to a private folder (``TMPDIR`` and
   ``tempfile.tempdir``) whose size the parent samples; ``RLIMIT_FSIZE`` bounds any one file.
 
@@ -115,6 +116,7 @@ class BudgetedRunner:
     def __init__(self, fn: Callable[..., Any], budget: Budget, *, setup: Callable[[], None] | None = None):
         self.fn, self.budget, self.setup = fn, budget, setup
         self.pid: int | None = None
+        self.base = 0
         self._to_child = self._from_child = -1
 
     def __enter__(self) -> "BudgetedRunner":
@@ -131,7 +133,7 @@ class BudgetedRunner:
         started = time.monotonic()
         try:
             _send(self._to_child, pickle.dumps((str(tmp), args)))
-            data, over, peak, status = _watch(self.pid, self._from_child, self.budget, tmp, started)
+            data, over, peak, status = _watch(self.pid, self._from_child, self.budget, tmp, started, self.base)
         except BrokenPipeError:
             data, over, peak, status = b"", None, 0, _kill(self.pid)
         finally:
@@ -154,6 +156,7 @@ class BudgetedRunner:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         gc.freeze()  # collections in the child skip the worker's objects: fewer page copies
+        self.base = _rss(os.getpid())  # the child starts with the worker's pages; it is charged for what it adds
         pid = os.fork()
         if pid == 0:  # the child never returns from here
             os.close(self._to_child)
@@ -212,10 +215,12 @@ def _recv_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _watch(pid: int, fd: int, budget: Budget, tmp: Path, started: float):
+def _watch(pid: int, fd: int, budget: Budget, tmp: Path, started: float, base: int = 0):
     """Wait for the child's answer to one item while sampling its memory and temp disk.
 
-    Returns (answer bytes, OverBudget or None, peak RSS, wait status if the child died).
+    Memory is what the child adds to the resident pages it shared with the worker at fork
+    (``base``): pages it merely reads stay the worker's. Returns (answer bytes, OverBudget or
+    None, peak added memory, wait status if the child died).
     The child's own RSS is read from /proc every 10 ms (cheap); its helpers (Ghostscript) and
     the temp folder every 100 ms, as those walks cost more.
     """
@@ -233,7 +238,7 @@ def _watch(pid: int, fd: int, budget: Budget, tmp: Path, started: float):
             helpers = _helpers_rss(pid)
             if _disk_usage(tmp) > budget.tmp_mb * MB:
                 over = OverBudget(f"over-budget: temp disk {budget.tmp_mb} MB")
-        peak = max(peak, _rss(pid) + helpers)
+        peak = max(peak, _rss(pid) - base + helpers)
         if peak > budget.memory_mb * MB:
             over = OverBudget(f"over-budget: memory {budget.memory_mb} MB")
         elif now - started > budget.wall_s:

@@ -31,6 +31,7 @@ from figalign.filters import (
 from figalign.stages.base import Outcome, Stage
 from figalign.storage import ArtifactStore
 from figalign.store.models import Artifact, Caption, FigureRow, Paper, StageRun
+from figalign.store.papers import NO_IMAGE_PREFIX
 from figalign.store.queue import Claimed, requeue
 from figalign.store.upsert import upsert
 
@@ -107,6 +108,8 @@ class FilterStage(Stage):
             .order_by(Caption.id).limit(1)).scalar()
         data = self._image_bytes(session, fig)
         reason, facts = content_reason(data, fig.kind, caption, self.policy)
+        if reason == "no-image" and (fig.filter_reason or "").startswith(NO_IMAGE_PREFIX):
+            reason = fig.filter_reason  # the parser said why ("no-image:tikz-without-pdf"); keep it countable
         phash, sha = fig.phash, fig.pixel_sha256
         if facts is not None and (phash is None or sha is None):
             phash, sha = image_hashes(data)

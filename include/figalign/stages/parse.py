@@ -136,8 +136,8 @@ def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path,
     """Pick (parser kind, input, pdf) from the files a paper has."""
     if "jats" in paths:
         return "jats", paths["jats"], None
-    if "eprint" in paths:
-        return "auto", paths["eprint"], None
+    if "eprint" in paths:  # the arXiv PDF, when fetched, gives LaTeX figures their typeset crop
+        return "auto", paths["eprint"], paths.get("pdf")
     if "tei" in paths:
         return "tei", paths["tei"], paths.get("pdf")
     if "pdf" in paths:

@@ -42,16 +42,22 @@ def pixel_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# A figure the parser could not image is recorded as filtered with the parser's reason, so
+# "no image in the source" (tikz-without-pdf, no-graphics-file-in-source …) is countable
+# apart from "we failed"; the filter stage keeps this reason (stages/filter.py).
+NO_IMAGE_PREFIX = "no-image:"
+
+
 @dataclass(frozen=True)
 class StoredImage:
-    """A figure image already in the artifact store, with its pixel hash."""
+    """A figure (or panel) image already in the artifact store, with its pixel hash."""
 
     obj: StoredObject
-    pixel_sha256: str
+    pixel_sha256: str | None
 
 
 def store_images(store: ArtifactStore, parsed: ParsedPaper) -> dict[str, StoredImage]:
-    """Put every figure image into the artifact store; keyed by figure id.
+    """Put every figure and panel image into the artifact store; keyed by ``image_key``.
 
     Done before the write transaction (the store may be remote: no I/O under a lock), and
     harmless if that transaction never happens: objects are content-addressed.
@@ -60,15 +66,49 @@ def store_images(store: ArtifactStore, parsed: ParsedPaper) -> dict[str, StoredI
     for fig in parsed.figures:
         if fig.image is not None and Path(fig.image.path).exists():
             obj = store.put_file(fig.image.path, media_type=fig.image.media_type)
-            out[fig.id] = StoredImage(obj, pixel_sha256(fig.image.path))
+            out[image_key(fig)] = StoredImage(obj, pixel_sha256(fig.image.path))
+        for i, sub in enumerate(fig.subfigures):
+            if sub.image is not None and Path(sub.image.path).exists():
+                out[image_key(fig, i)] = StoredImage(store.put_file(sub.image.path, media_type=sub.image.media_type),
+                                                     None)
     return out
+
+
+def image_key(fig: Figure, panel: int | None = None) -> str:
+    return fig.id if panel is None else f"{fig.id}#panel{panel}"
 
 
 def _save_image(session: Session, fig: Figure, image: StoredImage | None) -> dict:
     if image is None:
-        return dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
+        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
+        if fig.no_image_reason:
+            out["filter_reason"] = NO_IMAGE_PREFIX + fig.no_image_reason
+        return out
     return dict(image_artifact_id=record_artifact(session, image.obj), width=fig.image.width,
                 height=fig.image.height, phash=fig.image.phash, pixel_sha256=image.pixel_sha256)
+
+
+def _panel(session: Session, sub, image: StoredImage | None) -> dict:
+    """A sub-figure as stored in ``figures.subfigures``: label, caption and its own image."""
+    stored = None
+    if image is not None:
+        stored = dict(artifact_id=record_artifact(session, image.obj), width=sub.image.width,
+                      height=sub.image.height, sha256=sub.image.sha256, phash=sub.image.phash,
+                      media_type=sub.image.media_type)
+    return {"label": sub.label, "caption": sub.caption, "image": stored}
+
+
+def missing_image_reasons(session: Session) -> dict[str, int]:
+    """How many figures have no image, by the reason the parser gave ("unknown" if none)."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(FigureRow.filter_reason, func.count()).where(
+        FigureRow.image_artifact_id.is_(None), FigureRow.kind == "figure").group_by(FigureRow.filter_reason)).all()
+    out: dict[str, int] = {}
+    for reason, n in rows:
+        key = reason[len(NO_IMAGE_PREFIX):] if reason and reason.startswith(NO_IMAGE_PREFIX) else "unknown"
+        out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _save_figure(session: Session, paper: Paper, parsed: ParsedPaper, fig: Figure,
@@ -77,8 +117,8 @@ def _save_figure(session: Session, paper: Paper, parsed: ParsedPaper, fig: Figur
     values = dict(
         figure_key=key, paper_id=paper.id, label=fig.label, number=fig.number, kind=fig.kind,
         ordinal=fig.ordinal, page=fig.page, bbox=fig.bbox,
-        subfigures=[{"label": s.label, "caption": s.caption} for s in fig.subfigures],
-        parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, fig, images.get(fig.id)),
+        subfigures=[_panel(session, sub, images.get(image_key(fig, i))) for i, sub in enumerate(fig.subfigures)],
+        parser=parsed.parser, parser_version=parsed.parser_version, **_save_image(session, fig, images.get(image_key(fig))),
     )
     before = _content(session, key)
     figure_id = upsert(session, FigureRow, values, ("figure_key",))
