@@ -64,7 +64,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     options = ExportOptions(embed_images=args.embed_images, max_shard_samples=args.shard_samples,
-                            max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes)
+                            max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes,
+                            include_unrecaptioned=args.include_unrecaptioned, gzip_level=args.gzip_level)
     results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
                          since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
                          options=options)
@@ -87,10 +88,16 @@ def add_commands(sub) -> None:
     e.add_argument("--format", default="all", choices=["s1mmalign", "webdataset", "parquet", "all"])
     e.add_argument("--since", help="only figures/captions/metrics new or changed since this ISO date (UTC)")
     e.add_argument("--incremental", action="store_true", help="--since = the last export of each format")
-    e.add_argument("--embed-images", action="store_true", help="Parquet: embed image bytes")
+    e.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="Parquet: embed image bytes (default; --no-embed-images writes metadata only)")
+    e.add_argument("--include-unrecaptioned", action="store_true",
+                   help="S1-MMAlign: also export samples without a recaption (the published set has none)")
+    e.add_argument("--gzip-level", type=int, default=0,
+                   help="S1-MMAlign: gzip level of the image archives (0: stored; images are compressed already)")
     e.add_argument("--allow-licence", action="append", default=[], metavar="ID",
                    help="also export papers under this licence id (e.g. cc-by-nc); repeatable; opt-in")
     e.add_argument("--shard-samples", type=int, default=10_000, help="WebDataset/Parquet: samples per shard")
     e.add_argument("--shard-bytes", type=int, default=1 << 30, help="WebDataset/Parquet: bytes per shard")
-    e.add_argument("--tar-bytes", type=int, default=2 << 30, help="S1-MMAlign: bytes per image archive")
+    e.add_argument("--tar-bytes", type=int, default=2 << 30,
+                   help="S1-MMAlign: bytes per image archive piece (.partaa, .partab … past it)")
     e.set_defaults(func=_cmd_export)

@@ -24,6 +24,7 @@ from figalign.export.card import CardStats, write_card
 from figalign.export.common import iter_samples
 from figalign.export.manifest import build_manifest, record_export, write_manifest
 from figalign.export.options import ExportOptions
+from figalign.export.selection import Selection, require_recaption
 from figalign.filters import FilterPolicy
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
@@ -66,6 +67,14 @@ def frozen_heap():
         gc.unfreeze()
 
 
+def release_rules(fmt: str, options: ExportOptions) -> list:
+    """The rules that narrow this release (``select``): S1-MMAlign ships recaptioned pairs only."""
+    rules = []
+    if fmt == "s1mmalign" and not options.include_unrecaptioned:
+        rules.append(require_recaption)
+    return rules
+
+
 def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *, since: dt.datetime | None = None,
                policy: FilterPolicy | None = None, options: ExportOptions | None = None) -> dict[str, Any]:
     """Export one format into ``out_dir``; return a summary (small enough for XCom)."""
@@ -75,11 +84,20 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = CardStats()
+    selection = Selection(out_dir, release_rules(fmt, options))
     started = time.perf_counter()
-    with frozen_heap(), session_scope(engine) as session:
-        result = write(stats.tap(iter_samples(session, policy, since)), out_dir, store, options)
+    try:
+        with frozen_heap(), session_scope(engine) as session:
+            samples = iter_samples(session, policy, since, ordinals=fmt == "s1mmalign")
+            result = write(stats.tap(selection.apply(samples)), out_dir, store, options)
+    except BaseException:
+        selection.abort()
+        raise
+    dropped = selection.close()
     extra = {"embed_images": options.embed_images} if fmt == "parquet" else {}
-    manifest = build_manifest(fmt, since, result.samples, result.shards, result.files, extra)
+    extra["selection"] = selection.summary()
+    files = result.files + ([dropped] if dropped else [])
+    manifest = build_manifest(fmt, since, result.samples, result.shards, files, extra)
     sha = write_manifest(out_dir, manifest)
     written = time.perf_counter()
     write_card(out_dir, fmt, stats, manifest, policy)
@@ -87,7 +105,8 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
         export_id = record_export(session, out_dir, manifest, sha, since)
     log.info("export %s: %d samples, %d bytes into %s", fmt, result.samples, manifest["bytes"], out_dir)
     return {"format": fmt, "out_dir": str(out_dir), "export_id": export_id, "samples": result.samples,
-            "shards": len(result.shards), "bytes": manifest["bytes"], "manifest_sha256": sha,
+            "dropped": sum(selection.dropped.values()), "shards": len(result.shards), "bytes": manifest["bytes"],
+            "manifest_sha256": sha,
             "seconds": {"data": round(written - started, 4), "card": round(time.perf_counter() - written, 4)}}
 
 

@@ -47,7 +47,7 @@ LICENCE_TERMS = {
                            "grants arXiv, not you, the right to distribute; redistribution needs the "
                            "authors' permission (opt-in export)"),
 }
-CONFIG_FILES = {"webdataset": "data/*.tar", "parquet": "data/*.parquet", "s1mmalign": "jsonl/*.jsonl"}
+CONFIG_FILES = {"webdataset": "data/*.tar", "parquet": "data/*.parquet", "s1mmalign": "*/jsonl/*_recaption.jsonl"}
 
 
 @dataclass
@@ -189,7 +189,7 @@ def _front_matter(fmt: str, stats: CardStats, features) -> list[str]:
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
 
 
-def _loading(fmt: str) -> list[str]:
+def _loading(fmt: str, embed: bool = True) -> list[str]:
     snippets = {
         "webdataset": ['import datasets, glob, json',
                        'features = datasets.Features.from_dict(json.load(open("features.json")))',
@@ -197,11 +197,19 @@ def _loading(fmt: str) -> list[str]:
                        'ds = datasets.load_dataset("webdataset", data_files={"train": urls},',
                        '                           features=features)  # or load_dataset(".") in this folder',
                        '# or: webdataset.WebDataset(sorted(glob.glob("data/*.tar"))).decode("pil")'],
-        "parquet": ['import datasets', 'ds = datasets.load_dataset("parquet", data_files={"train": "data/*.parquet"})'],
-        "s1mmalign": ['import datasets, json',
+        "parquet": ['import datasets',
+                    'ds = datasets.load_dataset(".")  # in this folder: the card names data/*.parquet',
+                    '# or: datasets.load_dataset("parquet", data_files={"train": "data/*.parquet"})',
+                    '# the "image" column holds each figure (an Image feature), beside its captions'
+                    if embed else '# metadata only: this export was written without --embed-images'],
+        "s1mmalign": ['import datasets, glob, json',
                       'features = datasets.Features.from_dict(json.load(open("features.json")))',
-                      'ds = datasets.load_dataset("json", data_files={"train": "jsonl/*.jsonl"}, features=features)',
-                      '# images: tar -xf images/<source>-000000.tar  → files at each record\'s image_path'],
+                      'files = sorted(glob.glob("*/jsonl/*_recaption.jsonl"))  # arxiv/jsonl/24_recaption.jsonl …',
+                      'ds = datasets.load_dataset("json", data_files={"train": files}, features=features)',
+                      '# images, per source folder (arxiv/, pmc/ …): extract its archives in that folder,',
+                      '#   cd arxiv && for a in images_*.tar.gz; do tar -xzf "$a"; done',
+                      '#   cat images_2024.tar.gz.part* | tar -xzf -     # an archive cut into pieces',
+                      '# then <source>/<record["image_path"]> is the image (images/<YYMM>/<id>/figNNN.png)'],
     }
     return ["## Loading", "", "```python", *snippets[fmt], "```", ""]
 
@@ -221,7 +229,7 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
     lines += _table("per discipline", stats.disciplines, stats.samples)
     lines += _table("per licence", stats.licences, stats.samples)
     lines += ["## Metrics", ""] + _metric_lines(stats) + plots + [""]
-    lines += _provenance(stats, policy) + _licence_lines(stats) + _loading(fmt)
+    lines += _provenance(stats, policy) + _licence_lines(stats) + _loading(fmt, bool(manifest.get("embed_images")))
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ class Sample:
     image_ext: str
     created: dt.datetime
     meta: dict[str, Any]
+    ordinal: int = 0  # rank among the paper's figures (1-based) when the export asked for it
 
     def read_image(self, store: ArtifactStore) -> bytes:
         uri = self.image_uri
@@ -196,8 +197,12 @@ def _base_query(since: dt.datetime | None):
 
 
 def iter_samples(session: Session, policy: FilterPolicy | None = None,
-                 since: dt.datetime | None = None) -> Iterator[Sample]:
-    """Exportable samples in figure-id order, loaded in chunks (constant memory)."""
+                 since: dt.datetime | None = None, *, ordinals: bool = False) -> Iterator[Sample]:
+    """Exportable samples in figure-id order, loaded in chunks (constant memory).
+
+    ``ordinals`` also ranks each figure among its paper's figures (S1-MMAlign's
+    ``figNNN`` names): one more query per chunk, so only the formats that need it ask.
+    """
     policy = policy or FilterPolicy.from_env()
     papers = PaperCache(session)
     last_id = 0
@@ -208,13 +213,28 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
         last_id = rows[-1].id
         by_id = papers.load({r.paper_id for r in rows})
         keep = [(r, by_id[r.paper_id]) for r in rows if exportable(r, by_id[r.paper_id], policy)]
-        yield from _build(session, keep)
+        ranks = _ordinals(session, {r.paper_id for r, _ in keep}) if ordinals and keep else {}
+        yield from _build(session, keep, ranks)
 
 
-def _build(session: Session, rows: list) -> Iterator[Sample]:
+def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
+    """Figure id → its 1-based rank among all its paper's figure rows (kept or not), so a
+    figure's number does not change when a neighbour is filtered or exported later."""
+    out: dict[int, int] = {}
+    counts: dict[int, int] = defaultdict(int)
+    rows = session.execute(select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
+                           .order_by(FigureRow.paper_id, FigureRow.id))
+    for paper_id, fid in rows:
+        counts[paper_id] += 1
+        out[fid] = counts[paper_id]
+    return out
+
+
+def _build(session: Session, rows: list, ranks: dict[int, int] | None = None) -> Iterator[Sample]:
     ids = [r.id for r, _ in rows]
     if not ids:
         return
+    ranks = ranks or {}
     originals, recaptions = _captions(session, ids)
     contexts = _contexts(session, ids)
     metrics = _metrics(session, ids)
@@ -222,7 +242,8 @@ def _build(session: Session, rows: list) -> Iterator[Sample]:
         caption = originals.get(row.id)
         if not caption:
             continue  # no original caption: not a sample (the filter stage records why)
-        yield _sample(row, paper, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id])
+        yield _sample(row, paper, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id],
+                      ranks.get(row.id, 0))
 
 
 def _captions(session: Session, ids: list[int]) -> tuple[dict[int, str], dict[int, Any]]:
@@ -263,7 +284,7 @@ def _metrics(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]
 
 
 def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[str, Any]],
-            metrics: list[dict[str, Any]]) -> Sample:
+            metrics: list[dict[str, Any]], ordinal: int = 0) -> Sample:
     key = sample_key(row.id, row.figure_key)
     meta = {
         "key": key, "figure_id": row.id, "figure_key": row.figure_key, "label": row.label, "kind": row.kind,
@@ -279,7 +300,7 @@ def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[st
         "contexts": contexts, "metrics": metrics, "parser": row.parser, "parser_version": row.parser_version,
     }
     ext = MEDIA_EXT.get(row.media_type or "", "png")
-    return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta)
+    return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta, ordinal)
 
 
 def pa_schema(*, with_image: bool = False):
@@ -325,6 +346,8 @@ def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"
                                   "json": meta, image_ext: datasets.Image()})
     if fmt == "parquet" and embed_images:
         meta["image"] = datasets.Image()
+    if fmt == "s1mmalign":
+        meta["categories"] = datasets.Value("string")  # the published type (see s1mmalign.categories_text)
     return meta
 
 
@@ -377,6 +400,8 @@ def features_dict(fmt: str, *, embed_images: bool = False, image_ext: str = "png
         return {"__key__": _value("string"), "__url__": _value("string"), "json": meta, image_ext: {"_type": "Image"}}
     if fmt == "parquet" and embed_images:
         meta["image"] = {"_type": "Image"}
+    if fmt == "s1mmalign":
+        meta["categories"] = _value("string")
     return meta
 
 

@@ -1,0 +1,121 @@
+"""Gzipped tar archives split into ``.partaa``, ``.partab`` … pieces, as S1-MMAlign ships images.
+
+The published dataset's images come as ``images.tar.gz`` (arXiv: ``images_YYYY.tar.gz``);
+large ones are cut into byte pieces the way ``split -b`` names them, so a reader runs
+``cat images.tar.gz.part* | tar -xzf -``. ``SplitWriter`` cuts one byte stream into such
+pieces (each hashed while written by a ``HashingWriter``); ``TarGz`` writes tar members
+through a raw deflate stream into it, framing the gzip header and trailer itself so the
+stream is one ordinary gzip member whatever the split.
+
+An archive that stays within one piece keeps the plain name (``images.tar.gz``): most
+sources are small and a reader should not have to join a single part.
+
+Compression level: PNG and JPEG bytes are already deflate/DCT compressed, so gzip level
+≥ 1 saves well under 1 % on them while costing most of the export's time
+(docs/benchmarks.md); the default level 0 writes stored deflate blocks, still a standard
+``.tar.gz`` that ``tar -xzf``, ``tarfile`` (``r:gz``) and ``gzip -t`` accept.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+from figalign.export.manifest import HashingWriter, ShardInfo, tar_header
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\0\0\0\0" + b"\x00\xff"  # deflate, no name, mtime 0, OS unknown
+_ZEROS = bytes(tarfile.BLOCKSIZE)
+
+
+def part_suffix(index: int) -> str:
+    """``split``'s suffixes: aa, ab, … az, ba, … zz; past 676 pieces the piece size is too small."""
+    if not 0 <= index < 26 * 26:
+        raise ValueError(f"archive piece {index} is past split's two-letter suffixes; raise the piece size")
+    return "part" + chr(97 + index // 26) + chr(97 + index % 26)
+
+
+class SplitWriter:
+    """One logical file written as pieces of at most ``max_part_bytes`` bytes each."""
+
+    def __init__(self, root: Path, rel: str, max_part_bytes: int):
+        if max_part_bytes <= 0:
+            raise ValueError("max_part_bytes must be positive")
+        self.root, self.rel, self.max_part = root, rel, max_part_bytes
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        self.parts: list[tuple[str, str, int]] = []  # (rel, sha256, bytes) of finished pieces
+        self._out = self._open()
+
+    def _open(self) -> HashingWriter:
+        return HashingWriter(self.root / f"{self.rel}.{part_suffix(len(self.parts))}")
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while len(view):
+            room = self.max_part - self._out.tell()
+            if room <= 0:
+                self._finish_part()
+                self._out = self._open()
+                continue
+            self._out.write(view[:room])
+            view = view[room:]
+
+    def _finish_part(self) -> None:
+        sha, size = self._out.close()
+        self.parts.append((f"{self.rel}.{part_suffix(len(self.parts))}", sha, size))
+
+    def close(self) -> list[tuple[str, str, int]]:
+        """Finish; a single piece is renamed to the plain name. Returns (rel, sha256, bytes) per piece."""
+        self._finish_part()
+        if len(self.parts) == 1:
+            rel, sha, size = self.parts[0]
+            os.replace(self.root / rel, self.root / self.rel)
+            self.parts = [(self.rel, sha, size)]
+        return self.parts
+
+    def abort(self) -> None:
+        self._out.abort()
+        for rel, _, _ in self.parts:
+            (self.root / rel).unlink(missing_ok=True)
+
+
+class TarGz:
+    """A ``.tar.gz`` written member by member into a ``SplitWriter``."""
+
+    def __init__(self, root: Path, rel: str, *, max_part_bytes: int, level: int = 0):
+        self.rel = rel
+        self._out = SplitWriter(root, rel, max_part_bytes)
+        self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0  # uncompressed bytes: tar offsets and the gzip trailer's ISIZE
+        self.samples = 0
+        self._out.write(_GZIP_HEADER)
+
+    def _feed(self, data: bytes) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        out = self._deflate.compress(data)
+        if out:
+            self._out.write(out)
+
+    def add(self, name: str, data: bytes, mtime: float = 0) -> None:
+        self._feed(tar_header(name, len(data), int(mtime)))
+        self._feed(data)
+        pad = -len(data) % tarfile.BLOCKSIZE
+        if pad:
+            self._feed(_ZEROS[:pad])
+
+    def close(self) -> list[ShardInfo]:
+        """End-of-archive blocks, gzip trailer; the pieces as manifest entries (samples on the first)."""
+        end = 2 * tarfile.BLOCKSIZE
+        end += -(self._size + end) % tarfile.RECORDSIZE
+        self._feed(b"\0" * end)
+        self._out.write(self._deflate.flush())
+        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        parts = self._out.close()
+        return [ShardInfo(rel, sha, self.samples if i == 0 else 0, size) for i, (rel, sha, size) in enumerate(parts)]
+
+    def abort(self) -> None:
+        self._out.abort()
