@@ -59,13 +59,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from figalign.config import load_settings
     from figalign.export import run_export
     from figalign.export.options import ExportOptions
+    from figalign.filters import parse_licences
     from figalign.storage import ArtifactStore
     from figalign.store.db import get_engine
 
     settings = load_settings()
     options = ExportOptions(embed_images=args.embed_images, max_shard_samples=args.shard_samples,
                             max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes,
-                            include_unrecaptioned=args.include_unrecaptioned, gzip_level=args.gzip_level)
+                            include_unrecaptioned=args.include_unrecaptioned, gzip_level=args.gzip_level,
+                            licences=parse_licences(args.licences))
     results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
                          since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
                          options=options)
@@ -95,7 +97,9 @@ def add_commands(sub) -> None:
     e.add_argument("--gzip-level", type=int, default=0,
                    help="S1-MMAlign: gzip level of the image archives (0: stored; images are compressed already)")
     e.add_argument("--allow-licence", action="append", default=[], metavar="ID",
-                   help="also export papers under this licence id (e.g. cc-by-nc); repeatable; opt-in")
+                   help="also allow this licence id (e.g. cc-by-nc) beyond FIGALIGN_PROCESS_LICENCES; repeatable")
+    e.add_argument("--licences", default="", metavar="IDS",
+                   help="cut the release to these licence ids (comma list, e.g. cc-by,cc0) from what was processed")
     e.add_argument("--shard-samples", type=int, default=10_000, help="WebDataset/Parquet: samples per shard")
     e.add_argument("--shard-bytes", type=int, default=1 << 30, help="WebDataset/Parquet: bytes per shard")
     e.add_argument("--tar-bytes", type=int, default=2 << 30,

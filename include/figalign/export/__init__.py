@@ -24,7 +24,7 @@ from figalign.export.card import CardStats, write_card
 from figalign.export.common import iter_samples
 from figalign.export.manifest import build_manifest, record_export, write_manifest
 from figalign.export.options import ExportOptions
-from figalign.export.selection import Selection, require_recaption
+from figalign.export.selection import Selection, licence_rule, require_recaption
 from figalign.filters import FilterPolicy
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
@@ -67,12 +67,25 @@ def frozen_heap():
         gc.unfreeze()
 
 
-def release_rules(fmt: str, options: ExportOptions) -> list:
-    """The rules that narrow this release (``select``): S1-MMAlign ships recaptioned pairs only."""
+def release_rules(fmt: str, options: ExportOptions, policy: FilterPolicy) -> list:
+    """The rules that narrow this release (``selection``), in order: the release's licence
+    filter, then (S1-MMAlign) recaptioned pairs only."""
     rules = []
+    if options.licences:
+        unprocessed = options.licences - policy.licences
+        if unprocessed:
+            raise ConfigError(f"--licences {','.join(sorted(unprocessed))}: not in the processing allow-list "
+                              f"({','.join(sorted(policy.licences))}); add them to FIGALIGN_PROCESS_LICENCES "
+                              "(and re-run filter, recaption and score) or pass --allow-licence")
+        rules.append(licence_rule(options.licences))
     if fmt == "s1mmalign" and not options.include_unrecaptioned:
         rules.append(require_recaption)
     return rules
+
+
+def licence_summary(policy: FilterPolicy, options: ExportOptions) -> dict[str, Any]:
+    """For the manifest and card: what was processed and what this release was cut to."""
+    return {"processed": sorted(policy.licences), "release": sorted(options.licences) if options.licences else None}
 
 
 def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *, since: dt.datetime | None = None,
@@ -84,7 +97,7 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = CardStats()
-    selection = Selection(out_dir, release_rules(fmt, options))
+    selection = Selection(out_dir, release_rules(fmt, options, policy))
     started = time.perf_counter()
     try:
         with frozen_heap(), session_scope(engine) as session:
@@ -96,6 +109,7 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
     dropped = selection.close()
     extra = {"embed_images": options.embed_images} if fmt == "parquet" else {}
     extra["selection"] = selection.summary()
+    extra["licences"] = dict(licence_summary(policy, options), mix=dict(stats.licences.most_common()))
     files = result.files + ([dropped] if dropped else [])
     manifest = build_manifest(fmt, since, result.samples, result.shards, files, extra)
     sha = write_manifest(out_dir, manifest)

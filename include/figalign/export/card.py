@@ -161,8 +161,25 @@ def _provenance(stats: CardStats, policy: FilterPolicy) -> list[str]:
     return lines
 
 
-def _licence_lines(stats: CardStats) -> list[str]:
+HF_LICENCE_IDS = {"cc-by": "cc-by-4.0", "cc-by-sa": "cc-by-sa-4.0", "cc0": "cc0-1.0", "cc-by-nc": "cc-by-nc-4.0",
+                  "cc-by-nc-sa": "cc-by-nc-sa-4.0", "cc-by-nd": "cc-by-nd-4.0", "cc-by-nc-nd": "cc-by-nc-nd-4.0"}
+"""Hugging Face licence identifiers; a release of several licences is ``other`` with its mix named."""
+
+
+def licence_mix(stats: CardStats) -> str:
+    """``cc-by 60.0 %, cc0 40.0 %``: the shares of this release's samples by licence."""
+    total = max(1, stats.samples)
+    return ", ".join(f"{lic} {n} ({n / total:.1%})" for lic, n in stats.licences.most_common()) or "no samples"
+
+
+def _licence_lines(stats: CardStats, manifest: dict[str, Any] | None = None) -> list[str]:
+    info = (manifest or {}).get("licences") or {}
+    cut = (f"cut with `--licences {','.join(info['release'])}`" if info.get("release")
+           else "every licence the store processed")
+    processed = ", ".join(info.get("processed") or ()) or "–"
     lines = ["## Licences", "",
+             f"**Licence mix of this release:** {licence_mix(stats)}. The release is {cut}, from a store "
+             f"processed (filtered, recaptioned, scored) under: {processed}.", "",
              "Every sample carries its paper's `licence`, `licence_url` and `source_url`; attribute the authors "
              "of the paper a figure comes from when you use it.", "",
              "| licence | samples | terms | licence text |", "|---|---:|---|---|"]
@@ -178,12 +195,16 @@ def _front_matter(fmt: str, stats: CardStats, features) -> list[str]:
     import yaml
 
     lics = list(stats.licences)
+    single = HF_LICENCE_IDS.get(lics[0]) if len(lics) == 1 else None
     meta: dict[str, Any] = {
-        "license": "cc-by-4.0" if lics == ["cc-by"] else "other",
+        "license": single or "other",
         "task_categories": ["image-to-text"],
         "tags": ["scientific-figures", "figalign"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": CONFIG_FILES[fmt]}]}],
     }
+    if not single:
+        meta["license_name"] = "mixed" if len(lics) > 1 else (lics[0] if lics else "none")
+        meta["license_details"] = f"per sample (field `licence`): {licence_mix(stats)}"
     if features is not None:  # a features_dict, turned into the card's YAML without importing datasets
         meta["dataset_info"] = dict(features_yaml(features), config_name="default")
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
@@ -229,7 +250,7 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
     lines += _table("per discipline", stats.disciplines, stats.samples)
     lines += _table("per licence", stats.licences, stats.samples)
     lines += ["## Metrics", ""] + _metric_lines(stats) + plots + [""]
-    lines += _provenance(stats, policy) + _licence_lines(stats) + _loading(fmt, bool(manifest.get("embed_images")))
+    lines += _provenance(stats, policy) + _licence_lines(stats, manifest) + _loading(fmt, bool(manifest.get("embed_images")))
     return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@ class ExportOptions:
     ``max_tar_bytes`` is the piece size of the S1-MMAlign image archives (``.partaa`` …, as
     the paper ships them), ``gzip_level`` their compression (0: stored blocks, see
     ``archives``), ``include_unrecaptioned`` lets samples without a recaption into that
-    format (the published dataset has none); ``max_shard_*`` bound WebDataset shards and
+    format (the published dataset has none), ``licences`` cuts a release to those licences
+    (``--licences cc-by,cc0``) from what was processed; ``max_shard_*`` bound WebDataset shards and
     Parquet files.
     Parquet row groups end at ``parquet_row_group`` rows (default: 100 with embedded
     images, as ``datasets`` writes image tables, else 10,000) or ``parquet_row_group_bytes``
@@ -35,6 +36,7 @@ class ExportOptions:
     shard_prefix: str = "train"
     gzip_level: int = 0
     include_unrecaptioned: bool = False
+    licences: frozenset[str] | None = None  # the release's licence filter; None: all the policy allows
 
     def __post_init__(self) -> None:
         if not 0 <= self.gzip_level <= 9:

@@ -21,6 +21,7 @@ from figalign.export.manifest import HashingWriter, ShardInfo
 
 DROPPED = "dropped.jsonl"
 NO_RECAPTION = "no-recaption"
+NOT_IN_RELEASE = "licence-not-in-release:"
 
 Outcome = tuple["str | None", Sample, "str | None"]
 Rule = Callable[[Sample], Outcome]
@@ -29,6 +30,16 @@ Rule = Callable[[Sample], Outcome]
 
 def require_recaption(sample: Sample) -> Outcome:
     return (NO_RECAPTION if not sample.meta["recaption"] else None), sample, None
+
+
+def licence_rule(allowed: frozenset[str]) -> Rule:
+    """Keep only papers under ``allowed`` licences (an export's ``--licences``)."""
+
+    def rule(sample: Sample) -> Outcome:
+        lic = sample.meta["licence"] or "unknown"
+        return (None if lic in allowed else NOT_IN_RELEASE + lic), sample, None
+
+    return rule
 
 
 def without_recaption(sample: Sample) -> Sample:
