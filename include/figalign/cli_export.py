@@ -30,6 +30,17 @@ def _policy(args: argparse.Namespace):
     return policy.with_licences(args.allow_licence) if args.allow_licence else policy
 
 
+def _quality(args: argparse.Namespace):
+    """FIGALIGN_QUALITY_* with the command line's thresholds on top."""
+    from figalign.export.quality import QualityPolicy
+
+    flags = frozenset(args.drop_flag) if args.drop_flag else None
+    return QualityPolicy.from_env().merged(
+        min_clip_original=args.min_clip_original, min_clip_recaption=args.min_clip_recaption,
+        min_clip_gain=args.min_clip_gain, pppl_min=args.pppl_min, pppl_max=args.pppl_max, drop_flags=flags,
+        clip_metric=args.clip_metric)
+
+
 def _cmd_filter(args: argparse.Namespace) -> int:
     from figalign.config import load_settings
     from figalign.stages.base import run_batch
@@ -70,7 +81,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                             licences=parse_licences(args.licences))
     results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
                          since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
-                         options=options)
+                         options=options, quality=_quality(args))
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -104,4 +115,14 @@ def add_commands(sub) -> None:
     e.add_argument("--shard-bytes", type=int, default=1 << 30, help="WebDataset/Parquet: bytes per shard")
     e.add_argument("--tar-bytes", type=int, default=2 << 30,
                    help="S1-MMAlign: bytes per image archive piece (.partaa, .partab … past it)")
+    q = e.add_argument_group("quality policy (over FIGALIGN_QUALITY_*; unset: keep everything)")
+    q.add_argument("--min-clip-original", type=float, help="drop samples whose original caption's CLIP is below")
+    q.add_argument("--min-clip-recaption", type=float, help="remove recaptions whose CLIP is below")
+    q.add_argument("--min-clip-gain", type=float, help="keep a recaption only if its CLIP gain is at least this")
+    q.add_argument("--pppl-min", type=float, help="PPPL lower bound per caption")
+    q.add_argument("--pppl-max", type=float, help="PPPL upper bound per caption")
+    q.add_argument("--drop-flag", action="append", default=[], metavar="FLAG",
+                   help="remove recaptions with this validation flag (e.g. ungrounded-number); repeatable")
+    q.add_argument("--clip-metric", choices=["clip_cosine_sentmean", "clip_cosine"],
+                   help="CLIP series the thresholds read (default: clip_cosine_sentmean, the headline)")
     e.set_defaults(func=_cmd_export)

@@ -172,6 +172,39 @@ def licence_mix(stats: CardStats) -> str:
     return ", ".join(f"{lic} {n} ({n / total:.1%})" for lic, n in stats.licences.most_common()) or "no samples"
 
 
+QUALITY_TEXT = {
+    "min_clip_original": "drop a sample whose original caption's CLIP cosine is below",
+    "min_clip_recaption": "remove a recaption whose CLIP cosine is below",
+    "min_clip_gain": "remove a recaption whose CLIP gain (recaption − original) is below",
+    "pppl_min": "PPPL lower bound (original: drop the sample; recaption: remove it)",
+    "pppl_max": "PPPL upper bound (original: drop the sample; recaption: remove it)",
+}
+
+
+def _quality_lines(manifest: dict[str, Any]) -> list[str]:
+    """The quality policy this release was cut with, and what it (and the release's other
+    rules) left out or changed, by reason; each dropped sample is listed in dropped.jsonl."""
+    q = manifest.get("quality") or {}
+    sel = manifest.get("selection") or {}
+    lines = ["## Selection and quality policy", ""]
+    rules = [f"- {text}: {q[name]:g}" for name, text in QUALITY_TEXT.items() if q.get(name) is not None]
+    if q.get("drop_flags"):
+        rules.append(f"- remove a recaption flagged by validation as: {', '.join(q['drop_flags'])}")
+    if rules:
+        lines += [f"Quality policy (CLIP series `{q['clip_metric']}`"
+                  f"{', model ' + q['clip_model'] if q.get('clip_model') else ''}; an unscored caption fails a "
+                  "threshold that is set):", ""] + rules + [""]
+    else:
+        lines += ["Quality policy: the defaults, which keep every pair (no score thresholds).", ""]
+    for title, counts in (("Samples left out", sel.get("dropped")), ("Samples changed", sel.get("changed"))):
+        if counts:
+            lines += [f"{title}, by reason:", "", "| reason | samples |", "|---|---:|"]
+            lines += [f"| {reason} | {n} |" for reason, n in counts.items()] + [""]
+    if not sel.get("dropped") and not sel.get("changed"):
+        lines += ["No sample was left out or changed by the release's rules.", ""]
+    return lines
+
+
 def _licence_lines(stats: CardStats, manifest: dict[str, Any] | None = None) -> list[str]:
     info = (manifest or {}).get("licences") or {}
     cut = (f"cut with `--licences {','.join(info['release'])}`" if info.get("release")
@@ -250,6 +283,7 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
     lines += _table("per discipline", stats.disciplines, stats.samples)
     lines += _table("per licence", stats.licences, stats.samples)
     lines += ["## Metrics", ""] + _metric_lines(stats) + plots + [""]
+    lines += _quality_lines(manifest)
     lines += _provenance(stats, policy) + _licence_lines(stats, manifest) + _loading(fmt, bool(manifest.get("embed_images")))
     return "\n".join(lines)
 

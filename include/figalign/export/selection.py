@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from figalign.export.common import Sample
@@ -29,7 +28,11 @@ Rule = Callable[[Sample], Outcome]
 
 
 def require_recaption(sample: Sample) -> Outcome:
-    return (NO_RECAPTION if not sample.meta["recaption"] else None), sample, None
+    """Keep recaptioned samples; one whose recaption a quality rule removed says which rule."""
+    if sample.meta["recaption"]:
+        return None, sample, None
+    removed = [n for n in sample.notes if n.startswith("recaption-removed:")]
+    return (removed[-1] if removed else NO_RECAPTION), sample, None
 
 
 def licence_rule(allowed: frozenset[str]) -> Rule:
@@ -40,13 +43,6 @@ def licence_rule(allowed: frozenset[str]) -> Rule:
         return (None if lic in allowed else NOT_IN_RELEASE + lic), sample, None
 
     return rule
-
-
-def without_recaption(sample: Sample) -> Sample:
-    """The sample with its recaption (and the recaption's provenance) removed."""
-    meta = dict(sample.meta, recaption=None, recaption_model=None, recaption_prompt_hash=None,
-                recaption_params_hash=None)
-    return replace(sample, meta=meta)
 
 
 class Selection:
