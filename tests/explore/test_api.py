@@ -342,3 +342,18 @@ def test_auth_dependency_guards_every_route(engine, db_url, tmp_path):
             assert client.get(path).status_code == 401, path
         assert client.get("/api/figures", headers={"x-user": "ada"}).status_code == 200
     app.state.engine.dispose()
+
+
+def test_metric_tooltips_say_how_each_number_was_measured(explorer):
+    """Every metric cell and badge carries a title naming model, text strategy and image fit."""
+    from figalign.metrics.describe import tooltip
+    from tests.explore.seed import CLIP
+
+    client, sd, _ = explorer
+    html = client.get(f"/figure/{sd.pone_figures['1']}").text
+    tip = tooltip("clip_cosine", CLIP)
+    assert "text: truncate" in tip and "image: centre-crop" in tip
+    assert f'title="{tip}">clip_cosine</td>' in html
+    assert 'title="masked-LM pseudo-perplexity (lower is better)' in html
+    grid = client.get("/").text
+    assert 'title="CLIP cosine' in grid  # the metric filter's options

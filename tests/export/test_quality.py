@@ -22,7 +22,7 @@ def _sample(scores: dict, recaption: str | None = "A recaption.") -> Sample:
     return Sample("k", "pmc", "/x", "png", None, meta, 1, scores)
 
 
-def _scores(orig=0.25, recap=0.30, pppl_o=20.0, pppl_r=8.0, model="ViT-L-14/openai"):
+def _scores(orig=0.25, recap=0.30, pppl_o=20.0, pppl_r=8.0, model="ViT-L-14:openai"):
     out = {}
     if orig is not None:
         out[(CLIP, model, "original")] = orig
@@ -111,8 +111,8 @@ def scored(tmp_path):
         metrics = [dict(metric="pppl", model="scibert", value=pppl),
                    dict(metric="pppl", model="scibert", value=pppl / 2, caption_kind="recaption")]
         if orig is not None:
-            metrics += [dict(metric=CLIP, model="ViT-L-14/openai", value=orig),
-                        dict(metric=CLIP, model="ViT-L-14/openai", value=recap, caption_kind="recaption")]
+            metrics += [dict(metric=CLIP, model="ViT-L-14:openai", value=orig),
+                        dict(metric=CLIP, model="ViT-L-14:openai", value=recap, caption_kind="recaption")]
         ids[name] = fs.figure(paper, synthetic_figure(400 + i), caption=f"Figure {i}. Cell counts per well.",
                               recaptions=[dict(model="m", prompt_hash="h", text=f"Bar chart of cell counts {i}.")],
                               metrics=metrics)
@@ -171,3 +171,20 @@ def test_cli_quality_flags(scored, tmp_path, monkeypatch, capsys):
     assert main(["export", "--out", str(tmp_path / "c"), "--format", "webdataset", "--min-clip-original", "0.2"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert result["samples"] == 2 and result["dropped"] == 3
+
+
+def test_card_says_how_it_was_measured_beside_the_papers_numbers(scored, tmp_path):
+    fs, _ = scored
+    run_export(fs.engine, fs.store, "parquet", tmp_path / "p", quality=QualityPolicy())
+    card = (tmp_path / "p" / "README.md").read_text(encoding="utf-8")
+    section = card.split("### How the metrics were measured")[1].split("## Selection")[0]
+    for needle in ("`ViT-L-14:openai`", "centre-crop", "`clip_cosine_sentmean`", "Headline CLIP series",
+                   "PPPL windowing", "`scibert`", "| quantity | figalign (this release) | S1-MMAlign paper (published) |",
+                   "| +18.21% |", "| -27.77% |", "| 267 ± 261 |", "| 759 ± 251 |"):
+        assert needle in section, needle
+    # four scored figures: originals 0.24, 0.30, 0.12, 0.25 → recaptions 0.31, 0.26, 0.29, 0.33
+    import statistics
+
+    o, r = [0.24, 0.30, 0.12, 0.25], [0.31, 0.26, 0.29, 0.33]
+    change = (statistics.mean(r) - statistics.mean(o)) / statistics.mean(o)
+    assert f"| CLIP score, relative change of the mean | {change * 100:+.2f}% | +18.21% |" in section

@@ -123,6 +123,26 @@ def _metric_lines(stats: CardStats) -> list[str]:
     return lines + [""]
 
 
+def _measured_lines(stats: CardStats) -> list[str]:
+    """How the card's numbers were measured, and the paper's comparison for these samples."""
+    from figalign.metrics.describe import HEADLINE_CLIP, describe_lines
+    from figalign.report.tables import PAPER_REFERENCE, headline_lines, relative_change
+    from figalign.report.tables import stats as summary
+
+    series = {(m, model) for (m, model, _kind) in stats.metrics if not m.startswith("flag:")}
+    lines = ["### How the metrics were measured", ""] + (describe_lines(series) or ["- no metric rows"]) + [""]
+    clip_models = sorted(model for (m, model) in series if m == HEADLINE_CLIP)
+    head = {"clip_series": f"{HEADLINE_CLIP}|{clip_models[0]}" if clip_models else None,
+            "clip_mean_change": None, "clip_variance_change": None, "paper": PAPER_REFERENCE,
+            "length_chars": {k: summary(list(stats.lengths.get(k, ()))) for k in ("original", "recaption")}}
+    if clip_models:
+        o, r = (summary(list(stats.metrics.get((HEADLINE_CLIP, clip_models[0], k), ())))
+                for k in ("original", "recaption"))
+        head["clip_mean_change"] = relative_change(o["mean"], r["mean"])
+        head["clip_variance_change"] = relative_change(o["var"], r["var"])
+    return lines + ["#" + line if line.startswith("## ") else line for line in headline_lines(head, "this release")]
+
+
 def _plots(stats: CardStats, out_dir: Path) -> list[str]:
     """Report plots of the exported samples, when ``figalign.report`` (and matplotlib) exist."""
     try:
@@ -282,7 +302,7 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
     lines += _table("per source", stats.sources, stats.samples)
     lines += _table("per discipline", stats.disciplines, stats.samples)
     lines += _table("per licence", stats.licences, stats.samples)
-    lines += ["## Metrics", ""] + _metric_lines(stats) + plots + [""]
+    lines += ["## Metrics", ""] + _metric_lines(stats) + _measured_lines(stats) + plots + [""]
     lines += _quality_lines(manifest)
     lines += _provenance(stats, policy) + _licence_lines(stats, manifest) + _loading(fmt, bool(manifest.get("embed_images")))
     return "\n".join(lines)

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from figalign.errors import ConfigError
 from figalign.export.common import Sample
 from figalign.export.selection import Outcome, Rule
+from figalign.metrics.describe import HEADLINE_CLIP
 
-HEADLINE_CLIP = "clip_cosine_sentmean"
 CLIP_METRICS = ("clip_cosine", "clip_cosine_sentmean")
 PPPL = "pppl"
 FLAG_PREFIX = "flag:"
