@@ -91,3 +91,18 @@ def test_full_year_and_placement():
                              ordinal=3))
     assert (place.folder, place.jsonl, place.archive, place.image_path) == (
         "local", "jsonl/local_recaption.jsonl", "images.tar.gz", "images/my_paper__/fig003.jpg")
+
+
+def test_stored_deflate_blocks_at_their_limits(tmp_path):
+    """Level 0 writes stored blocks itself: members over one block (65,535 bytes), many small
+    pieces gathered past a block, and an empty archive all decompress exactly."""
+    members = [("big.bin", os.urandom(200_000))] + [(f"s{i}.bin", os.urandom(i * 37)) for i in range(120)]
+    for name, items in (("full", members), ("empty", [])):
+        tar = TarGz(tmp_path, f"{name}.tar.gz", max_part_bytes=1 << 30, level=0)
+        for member, data in items:
+            tar.add(member, data)
+        (part,) = tar.close()
+        raw = (tmp_path / part.path).read_bytes()
+        subprocess.run(["gzip", "-t"], input=raw, check=True)
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tf:
+            assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == items

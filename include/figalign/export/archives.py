@@ -81,17 +81,60 @@ class SplitWriter:
             (self.root / rel).unlink(missing_ok=True)
 
 
+class StoredDeflate:
+    """Deflate level 0 written directly: stored blocks (a 5-byte header, then up to 65,535
+    bytes as they are) straight into the output, without zlib's copy of every image into
+    its own buffer (measured ~15 % of an S1-MMAlign export with ``zlib.compressobj(0)``).
+    Small pieces (tar headers, padding) are gathered into one block first."""
+
+    MAX = 0xFFFF
+    SMALL = 4096
+
+    def __init__(self, out: SplitWriter):
+        self._out = out
+        self._pending = bytearray()
+
+    def _block(self, data) -> None:
+        self._out.write(struct.pack("<BHH", 0, len(data), len(data) ^ 0xFFFF))
+        self._out.write(data)
+
+    def _flush_pending(self) -> None:
+        view = memoryview(self._pending)
+        for i in range(0, len(view), self.MAX):
+            self._block(view[i:i + self.MAX])
+        view.release()
+        self._pending = bytearray()
+
+    def compress(self, data) -> bytes:
+        if len(data) < self.SMALL:
+            self._pending += data
+            if len(self._pending) >= self.MAX:
+                self._flush_pending()
+            return b""
+        self._flush_pending()
+        view = memoryview(data)
+        for i in range(0, len(view), self.MAX):
+            self._block(view[i:i + self.MAX])
+        return b""
+
+    def flush(self) -> bytes:
+        """The pending bytes, then an empty final block (BFINAL=1) that ends the stream."""
+        self._flush_pending()
+        return struct.pack("<BHH", 1, 0, 0xFFFF)
+
+
 class TarGz:
     """A ``.tar.gz`` written member by member into a ``SplitWriter``."""
 
     def __init__(self, root: Path, rel: str, *, max_part_bytes: int, level: int = 0):
         self.rel = rel
         self._out = SplitWriter(root, rel, max_part_bytes)
-        self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._out.write(_GZIP_HEADER)
+        self._deflate = (StoredDeflate(self._out) if level == 0
+                         else zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS))
         self._crc = 0
         self._size = 0  # uncompressed bytes: tar offsets and the gzip trailer's ISIZE
         self.samples = 0
-        self._out.write(_GZIP_HEADER)
 
     def _feed(self, data: bytes) -> None:
         self._crc = zlib.crc32(data, self._crc)
