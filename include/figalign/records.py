@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.1"  # 1.1: licence and doi read from the source when it states them
+SCHEMA_VERSION = "1.2"  # 1.1: licence and doi read from the source when it states them; 1.2: discipline
 
 FigureKind = Literal["figure", "table"]
 
@@ -93,6 +93,7 @@ class ParsedPaper:
     licence: str | None = None
     licence_url: str | None = None
     doi: str | None = None
+    discipline: str | None = None  # from the source's own subject metadata (JATS), when it states one
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
