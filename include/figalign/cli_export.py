@@ -35,9 +35,11 @@ def _quality(args: argparse.Namespace):
     from figalign.export.quality import QualityPolicy
 
     flags = frozenset(args.drop_flag) if args.drop_flag else None
+    types = frozenset(args.drop_figure_type) if args.drop_figure_type else None
     return QualityPolicy.from_env().merged(
         min_clip_original=args.min_clip_original, min_clip_recaption=args.min_clip_recaption,
         min_clip_gain=args.min_clip_gain, pppl_min=args.pppl_min, pppl_max=args.pppl_max, drop_flags=flags,
+        drop_figure_types=types, min_figure_type_score=args.min_figure_type_score,
         clip_metric=args.clip_metric)
 
 
@@ -123,6 +125,11 @@ def add_commands(sub) -> None:
     q.add_argument("--pppl-max", type=float, help="PPPL upper bound per caption")
     q.add_argument("--drop-flag", action="append", default=[], metavar="FLAG",
                    help="remove recaptions with this validation flag (e.g. ungrounded-number); repeatable")
+    q.add_argument("--drop-figure-type", action="append", default=[], metavar="LABEL",
+                   help="drop figures whose zero-shot type is LABEL (e.g. table: tables rendered as images); "
+                        "needs `figalign score --figure-types`; repeatable")
+    q.add_argument("--min-figure-type-score", type=float,
+                   help="probability a figure-type label needs before --drop-figure-type acts (default 0)")
     q.add_argument("--clip-metric", choices=["clip_cosine_sentmean", "clip_cosine"],
                    help="CLIP series the thresholds read (default: clip_cosine_sentmean, the headline)")
     e.set_defaults(func=_cmd_export)

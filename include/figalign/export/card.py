@@ -210,6 +210,9 @@ def _quality_lines(manifest: dict[str, Any]) -> list[str]:
     rules = [f"- {text}: {q[name]:g}" for name, text in QUALITY_TEXT.items() if q.get(name) is not None]
     if q.get("drop_flags"):
         rules.append(f"- remove a recaption flagged by validation as: {', '.join(q['drop_flags'])}")
+    if q.get("drop_figure_types"):
+        rules.append(f"- drop figures whose zero-shot CLIP type is: {', '.join(q['drop_figure_types'])} "
+                     f"(label probability ≥ {q.get('min_figure_type_score', 0):g})")
     if rules:
         lines += [f"Quality policy (CLIP series `{q['clip_metric']}`"
                   f"{', model ' + q['clip_model'] if q.get('clip_model') else ''}; an unscored caption fails a "

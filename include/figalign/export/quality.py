@@ -34,6 +34,7 @@ from figalign.metrics.describe import HEADLINE_CLIP
 CLIP_METRICS = ("clip_cosine", "clip_cosine_sentmean")
 PPPL = "pppl"
 FLAG_PREFIX = "flag:"
+FIGTYPE_PREFIX = "figtype:"
 """Recaption validation flags are metric rows ``flag:<name>`` on the recaption (value: how many
 offending tokens, ``details``: the tokens) — see ``figalign.recaption.validate``."""
 
@@ -55,6 +56,8 @@ class QualityPolicy:
     pppl_min: float | None = None
     pppl_max: float | None = None
     drop_flags: frozenset[str] = field(default_factory=frozenset)
+    drop_figure_types: frozenset[str] = field(default_factory=frozenset)  # e.g. {"table"}: tables as images
+    min_figure_type_score: float = 0.0  # the label's probability needed to act on it
 
     def __post_init__(self) -> None:
         if self.clip_metric not in CLIP_METRICS:
@@ -64,11 +67,13 @@ class QualityPolicy:
 
     @property
     def active(self) -> bool:
-        return any(getattr(self, name) is not None for name in _FLOATS) or bool(self.drop_flags)
+        return (any(getattr(self, name) is not None for name in _FLOATS) or bool(self.drop_flags)
+                or bool(self.drop_figure_types))
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["drop_flags"] = sorted(self.drop_flags)
+        out["drop_figure_types"] = sorted(self.drop_figure_types)
         return out
 
     @classmethod
@@ -86,8 +91,15 @@ class QualityPolicy:
                     values[name] = float(raw)
                 except ValueError as exc:
                     raise ConfigError(f"FIGALIGN_QUALITY_{name.upper()} must be a number, got {raw!r}") from exc
-        flags = env.get("FIGALIGN_QUALITY_DROP_FLAGS") or ""
-        values["drop_flags"] = frozenset(f.strip() for f in flags.split(",") if f.strip())
+        for name in ("drop_flags", "drop_figure_types"):
+            raw = env.get(f"FIGALIGN_QUALITY_{name.upper()}") or ""
+            values[name] = frozenset(f.strip() for f in raw.split(",") if f.strip())
+        raw = (env.get("FIGALIGN_QUALITY_MIN_FIGURE_TYPE_SCORE") or "").strip()
+        if raw:
+            try:
+                values["min_figure_type_score"] = float(raw)
+            except ValueError as exc:
+                raise ConfigError(f"FIGALIGN_QUALITY_MIN_FIGURE_TYPE_SCORE must be a number, got {raw!r}") from exc
         return cls(**values)
 
     def merged(self, **overrides) -> QualityPolicy:
@@ -147,8 +159,24 @@ def recaption_reason(sample: Sample, policy: QualityPolicy) -> str | None:
     return _pppl_reason(_score(sample, PPPL, "", "recaption"), policy)
 
 
+def figure_type_reason(sample: Sample, policy: QualityPolicy) -> str | None:
+    """``figure-type:table`` when the figure's zero-shot label (``figtype:<label>`` on its
+    original caption, ``metrics.figtype``) is one to drop with at least the required score."""
+    if not policy.drop_figure_types:
+        return None
+    labels = sorted((name.removeprefix(FIGTYPE_PREFIX), value) for (name, _, kind), value in sample.scores.items()
+                    if kind == "original" and name.startswith(FIGTYPE_PREFIX))
+    for label, value in labels:
+        if label in policy.drop_figure_types and value >= policy.min_figure_type_score:
+            return f"figure-type:{label}"
+    return None
+
+
 def original_reason(sample: Sample, policy: QualityPolicy) -> str | None:
-    """Why the whole sample should be dropped for its original caption, or None."""
+    """Why the whole sample should be dropped (its figure type, its original caption), or None."""
+    kind = figure_type_reason(sample, policy)
+    if kind:
+        return kind
     if policy.min_clip_original is not None:
         original, _ = _clip_pair(sample, policy)
         if original is None:

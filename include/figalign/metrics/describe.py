@@ -79,6 +79,9 @@ def tooltip(metric: str, model: str) -> str:
         return "best recaption's CLIP minus the original's; " + tooltip(metric.removesuffix("_gain"), model)
     if metric == "pppl":
         return f"masked-LM pseudo-perplexity (lower is better), {model}, windows: L=maxpos-2, stride L/2"
+    if metric.startswith("figtype:"):
+        return (f"zero-shot figure type '{metric[8:]}' from CLIP ({model}); value: the label's softmax "
+                "probability over the prompt file's labels")
     if metric.startswith("flag:"):
         return f"recaption validation flag {metric[5:]} ({model}); value: offending tokens"
     return f"{metric} ({model})"

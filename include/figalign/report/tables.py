@@ -97,9 +97,13 @@ def summarise(metrics: list[dict[str, Any]], lengths: list[dict[str, Any]]) -> d
     counted apart: they exist only on recaptions, so there is nothing to compare)."""
     series: dict[str, list] = defaultdict(list)
     flags: dict[str, set[int]] = defaultdict(set)
+    types: dict[str, set[int]] = defaultdict(set)
     for r in metrics:
         if r["metric"].startswith("flag:"):
             flags[r["metric"][5:]].add(r["figure_id"])
+            continue
+        if r["metric"].startswith("figtype:"):  # a label per figure, not a caption score
+            types[r["metric"][8:]].add(r["figure_id"])
             continue
         series[f"{r['metric']}|{r['model']}"].append(r)
     return {
@@ -109,6 +113,7 @@ def summarise(metrics: list[dict[str, Any]], lengths: list[dict[str, Any]]) -> d
         "length_chars": compare(lengths),
         "metrics": {key: compare(rows) for key, rows in sorted(series.items())},
         "flags": {name: len(figs) for name, figs in sorted(flags.items())},
+        "figure_types": {name: len(figs) for name, figs in sorted(types.items())},
     }
 
 
