@@ -11,8 +11,7 @@ An archive that stays within one piece keeps the plain name (``images.tar.gz``):
 sources are small and a reader should not have to join a single part.
 
 Compression level: PNG and JPEG bytes are already deflate/DCT compressed: zlib level 6
-saves 3.4 % on the corpus's figure images at ~20 MB/s, a tenth of the export's speed
-(docs/quality.md); the default level 0 writes stored deflate blocks (``StoredDeflate``),
+saves 3.4 % on the corpus's figure images (docs/quality.md) while deflating every byte; the default level 0 writes stored deflate blocks (``StoredDeflate``),
 still a standard ``.tar.gz`` that ``tar -xzf``, ``tarfile`` (``r:gz``) and ``gzip -t``
 accept; ``--gzip-level`` 1–9 compresses for whoever prefers smaller archives.
 """
@@ -84,9 +83,9 @@ class SplitWriter:
 
 class StoredDeflate:
     """Deflate level 0 written directly: stored blocks (a 5-byte header, then up to 65,535
-    bytes as they are) straight into the output, without zlib's copy of every image into
-    its own buffer (measured ~15 % of an S1-MMAlign export with ``zlib.compressobj(0)``).
-    Small pieces (tar headers, padding) are gathered into one block first."""
+    bytes as they are) straight into the output, without ``zlib.compressobj(0)``'s copy of
+    every image into its own buffer (the largest single cost of the S1-MMAlign writer in a
+    profile). Small pieces (tar headers, padding) are gathered into one block first."""
 
     MAX = 0xFFFF
     SMALL = 4096
