@@ -106,3 +106,18 @@ def test_stored_deflate_blocks_at_their_limits(tmp_path):
         subprocess.run(["gzip", "-t"], input=raw, check=True)
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tf:
             assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == items
+
+
+def test_a_smaller_re_export_leaves_no_stale_pieces(tmp_path):
+    """Pieces of an earlier, larger archive of the same name would be joined by ``cat …part*``."""
+    big = TarGz(tmp_path, "images.tar.gz", max_part_bytes=12_000)
+    big.add("images/a/fig001.png", os.urandom(40_000))
+    assert len(big.close()) > 2
+    small = TarGz(tmp_path, "images.tar.gz", max_part_bytes=12_000)
+    small.add("images/a/fig001.png", b"tiny")
+    (part,) = small.close()
+    assert sorted(os.listdir(tmp_path)) == ["images.tar.gz"] and part.path == "images.tar.gz"
+    again = TarGz(tmp_path, "images.tar.gz", max_part_bytes=12_000)
+    again.add("images/a/fig001.png", os.urandom(14_000))
+    names = [p.path for p in again.close()]
+    assert sorted(os.listdir(tmp_path)) == sorted(names) and "images.tar.gz" not in names

@@ -67,13 +67,25 @@ class SplitWriter:
         self.parts.append((f"{self.rel}.{part_suffix(len(self.parts))}", sha, size))
 
     def close(self) -> list[tuple[str, str, int]]:
-        """Finish; a single piece is renamed to the plain name. Returns (rel, sha256, bytes) per piece."""
+        """Finish; a single piece is renamed to the plain name. Returns (rel, sha256, bytes) per piece.
+
+        Pieces an earlier export left under this name (more pieces, or the plain file when
+        there are pieces now) are removed: ``cat images.tar.gz.part*`` must join only these.
+        """
         self._finish_part()
         if len(self.parts) == 1:
             rel, sha, size = self.parts[0]
             os.replace(self.root / rel, self.root / self.rel)
             self.parts = [(self.rel, sha, size)]
+        self._remove_stale()
         return self.parts
+
+    def _remove_stale(self) -> None:
+        target = self.root / self.rel
+        mine = {self.root / rel for rel, _, _ in self.parts}
+        for path in [target, *target.parent.glob(target.name + ".part??")]:
+            if path not in mine and path.is_file():
+                path.unlink()
 
     def abort(self) -> None:
         self._out.abort()
