@@ -4,8 +4,10 @@ Builds a throwaway store of N noise PNGs (incompressible, so sizes are realistic
 photographic panels) with captions, contexts, recaptions and metrics, then times:
 
 * baseline: read each stored image and ``tarfile.addfile`` it into one plain tar;
-* ``webdataset``, ``s1mmalign`` and ``parquet`` (embedded images): the full
-  ``run_export`` — store queries, JSON records, shards, checksums, manifest and card.
+* ``webdataset``, ``s1mmalign`` (gzipped, level 0, archives) and ``parquet`` (embedded
+  images): the full ``run_export`` — store queries, JSON records, shards, checksums,
+  manifest and card — each once with the default quality policy (keeps everything) and once
+  ``+ quality policy``: every rule set (``POLICY``) at thresholds all samples pass.
 
 MB/s counts image bytes only, for every row, so the ratio is the export's overhead.
 "data" times the samples → shards → manifest path (what grows with the dataset); "with
@@ -38,6 +40,7 @@ from sqlalchemy import select  # noqa: E402
 
 from figalign.export import run_export  # noqa: E402
 from figalign.export.options import ExportOptions  # noqa: E402
+from figalign.export.quality import QualityPolicy  # noqa: E402
 from figalign.store.db import session_scope  # noqa: E402
 from figalign.store.models import Artifact, FigureRow  # noqa: E402
 
@@ -58,8 +61,18 @@ def build(tmp: Path, n: int, side: int):
                                                                                            compress_level=1)
         fs.figure(papers[i % len(papers)], buf.getvalue(), caption=f"Figure {i}. Noise of panel {i}.",
                   contexts=[f"Fig. {i} shows noise."], recaptions=[dict(model="m", prompt_hash="h", text=f"R {i}")],
-                  metrics=[dict(metric="pppl", model="scibert", value=10.0 + i % 7)])
+                  metrics=[dict(metric="pppl", model="scibert", value=10.0 + i % 7),
+                           dict(metric="pppl", model="scibert", value=8.0 + i % 5, caption_kind="recaption"),
+                           dict(metric="clip_cosine_sentmean", model="ViT-L-14:openai", value=0.22 + (i % 9) / 100),
+                           dict(metric="clip_cosine_sentmean", model="ViT-L-14:openai", value=0.32 + (i % 7) / 100,
+                                caption_kind="recaption")])
     return fs
+
+
+POLICY = QualityPolicy(min_clip_original=0.2, min_clip_recaption=0.3, min_clip_gain=0.0, pppl_min=1.0,
+                       pppl_max=1000.0, drop_flags=frozenset({"ungrounded-number"}))
+"""Every rule set, at thresholds every bench sample passes: the rules are evaluated for every
+sample and the same bytes are written, so the ratio measures the policy's cost."""
 
 
 def baseline(fs, out: Path) -> int:
@@ -107,8 +120,11 @@ def main() -> int:
         image_bytes = baseline(fs, tmp / "warm.tar")  # warms the page cache for every run
         runs = {"plain tar (baseline)": lambda: baseline(fs, tmp / "plain.tar")}
         for fmt in ("webdataset", "s1mmalign", "parquet"):
-            runs[fmt] = (lambda f=fmt: run_export(fs.engine, fs.store, f, tmp / f,
+            runs[fmt] = (lambda f=fmt: run_export(fs.engine, fs.store, f, tmp / f, quality=QualityPolicy(),
                                                   options=ExportOptions(embed_images=True)))
+            runs[f"{fmt} + quality policy"] = (
+                lambda f=fmt: run_export(fs.engine, fs.store, f, tmp / f"{f}-q", quality=POLICY,
+                                         options=ExportOptions(embed_images=True)))
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
         for name, fn in runs.items():  # warm-up round, not counted: imports (pyarrow, matplotlib)
             timed(fn)  # and this VM's first touch of fresh memory

@@ -26,6 +26,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     settings, engine = _engine()
     if args.backfill_gains:
         return _backfill_gains(engine)
+    if args.figure_types:
+        from figalign.stages.figtype import label_figures
+
+        summary = label_figures(engine, settings, batch=args.batch_size, limit=args.limit)
+        json.dump(summary.as_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
     families = ("pppl", "clip") if args.metric == "all" else (args.metric,)
     options = ScoreOptions(metrics=families, device=args.device, dtype=args.dtype)
     summary = drain_score(engine, settings, size=args.batch_size, limit=args.limit, options=options)
@@ -66,6 +73,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--backfill-gains", action="store_true",
                    help="only store the CLIP gain rows of already scored figures (stores scored before "
                         "gains were stored), then exit; loads no model")
+    p.add_argument("--figure-types", action="store_true",
+                   help="label each kept figure's type (plot, photograph, table …) zero-shot with the configured "
+                        "CLIP model and prompts/figure_types_v1.json, stored as figtype:<label> metric rows")
     p.set_defaults(func=_cmd_score)
     r = subparsers.add_parser("report", help="write the quality report (JSON, Markdown, PNG plots)")
     r.add_argument("--out", required=True, help="output directory")

@@ -27,6 +27,7 @@ ENV_VARS = (
     "FIGALIGN_PPPL_MODEL",
     "FIGALIGN_CLIP_MODEL",
     "FIGALIGN_CLIP_PRETRAINED",
+    "FIGALIGN_CLIP_IMAGE_FIT",
     "FIGALIGN_CONTACT_EMAIL",
 )
 SECRET_FIELDS = {"vllm_api_key"}
@@ -53,6 +54,7 @@ class Settings:
     pppl_model: str = "allenai/scibert_scivocab_uncased"
     clip_model: str = "ViT-L-14"
     clip_pretrained: str = "openai"
+    clip_image_fit: str = "centre-crop"  # or pad-square: wide figures keep their sides (metrics.clipscore)
     contact_email: str = ""
 
     @property
@@ -102,6 +104,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
 
 
 def _validate(settings: Settings) -> None:
+    if settings.clip_image_fit not in ("centre-crop", "pad-square"):
+        raise ConfigError(f"FIGALIGN_CLIP_IMAGE_FIT must be centre-crop or pad-square, got {settings.clip_image_fit!r}")
     url = settings.effective_database_url
     if not url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         raise ConfigError(f"FIGALIGN_DATABASE_URL must be sqlite:// or postgresql://, got {url.split(':', 1)[0]}")

@@ -42,8 +42,10 @@ TABLE_CAPTION = re.compile(r"^\s*(table|tab\.)\s*[0-9ivxlcIVXLC]", re.IGNORECASE
 class FilterPolicy:
     """Every threshold of the filter stage in one place; the defaults follow S1-MMAlign.
 
-    ``licences`` is the export allow-list. NC, ND and arXiv's non-exclusive licence are
-    opt-in only (``with_licences``), because exporting them needs a deliberate decision.
+    ``licences`` is the processing allow-list (what is kept, recaptioned and scored, and
+    the widest any export may ship); a release narrows it with ``parse_licences`` (an
+    export's ``--licences``). NC, ND and arXiv's non-exclusive licence are opt-in only
+    (``with_licences``), because processing and shipping them needs a deliberate decision.
     """
 
     min_file_bytes: int = 5 * 1024
@@ -70,18 +72,34 @@ class FilterPolicy:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "FilterPolicy":
-        """The default policy plus opt-in licences from FIGALIGN_EXPORT_LICENCES (comma list).
+        """The default policy plus opt-in licences from FIGALIGN_PROCESS_LICENCES (comma list).
 
-        Filter stage and export read the same variable, so the figures the stage keeps are
-        the ones the export ships.
+        This is the *processing* allow-list: the filter stage keeps these papers' figures,
+        so they are recaptioned and scored once. Each export then cuts a release from them
+        with its own licence filter (``figalign export --licences cc-by,cc0``), so one
+        processed store yields commercial and non-commercial releases without a re-run.
+        FIGALIGN_EXPORT_LICENCES, the variable's earlier name, is still read (the union).
         """
         env = os.environ if env is None else env
-        extra = [x for x in (env.get("FIGALIGN_EXPORT_LICENCES") or "").split(",") if x.strip()]
+        extra = [x for var in ("FIGALIGN_PROCESS_LICENCES", "FIGALIGN_EXPORT_LICENCES")
+                 for x in (env.get(var) or "").split(",") if x.strip()]
         return cls().with_licences(extra) if extra else cls()
 
 
 def normalise_licence_id(value: str) -> str:
     return value.strip().lower()
+
+
+def parse_licences(value: str | list[str] | None) -> frozenset[str] | None:
+    """A release's licence filter from ``cc-by,cc0`` (or a list of such); None when empty."""
+    if not value:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    ids = {normalise_licence_id(x) for item in items for x in item.split(",") if x.strip()}
+    unknown = ids - licences.ALL
+    if unknown:
+        raise ConfigError(f"unknown licence ids {sorted(unknown)}; known: {sorted(licences.ALL)}")
+    return frozenset(ids) or None
 
 
 @dataclass(frozen=True)

@@ -288,17 +288,26 @@ def harvest_window(source: str, interval_start, interval_end, *, sets=(), limit:
 
 def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: bool = True, label: str | None = None,
                    settings: Settings | None = None) -> dict[str, Any]:
-    """Export the kept figures (default folder: <data dir>/exports/<label>/<format>)."""
+    """Export the kept figures (default folder: <data dir>/exports/<label>/<format>).
+
+    FIGALIGN_RELEASE_LICENCES (comma list) cuts the release to those licences, as the
+    CLI's ``--licences`` does; unset, it ships every licence that was processed.
+    """
     import datetime as dt
+    import os
     from pathlib import Path
 
     from figalign.export import run_export
+    from figalign.export.options import ExportOptions
+    from figalign.filters import parse_licences
     from figalign.storage import ArtifactStore
 
     settings = settings or load_settings()
     label = label or dt.date.today().isoformat()
     out_dir = Path(out) if out else Path(settings.data_dir) / "exports" / label
-    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), fmt, out_dir, incremental=incremental)
+    options = ExportOptions(licences=parse_licences(os.environ.get("FIGALIGN_RELEASE_LICENCES")))
+    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), fmt, out_dir, incremental=incremental,
+                         options=options)
     return {"out_dir": str(out_dir), "formats": [{k: r[k] for k in ("format", "samples", "shards", "bytes")}
                                                  for r in results]}
 

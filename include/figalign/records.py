@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 # 1.1: licence and doi read from the source when it states them
 # 1.2: figures say where their image came from (image_origin) or why there is none
 #      (no_image_reason); sub-figures carry their own image
+# 1.3: the paper's discipline when the source states it (JATS subject groups, journal)
 
 FigureKind = Literal["figure", "table"]
 
@@ -105,6 +106,7 @@ class ParsedPaper:
     licence: str | None = None
     licence_url: str | None = None
     doi: str | None = None
+    discipline: str | None = None  # from the source's own subject metadata (JATS), when it states one
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -361,3 +361,40 @@ def test_missing_images_are_counted_by_the_parsers_reason(explorer, engine):
     assert reasons["tikz-without-pdf"] == 2
     grid = client.get("/api/figures", params={"filter_reason": "no-image:tikz-without-pdf"}).json()
     assert len(grid["items"]) == 2
+
+
+def test_metric_tooltips_say_how_each_number_was_measured(explorer):
+    """Every metric cell and badge carries a title naming model, text strategy and image fit."""
+    from figalign.metrics.describe import tooltip
+    from tests.explore.seed import CLIP
+
+    client, sd, _ = explorer
+    html = client.get(f"/figure/{sd.pone_figures['1']}").text
+    tip = tooltip("clip_cosine", CLIP)
+    assert "text: truncate" in tip and "image: centre-crop" in tip
+    assert f'title="{tip}">clip_cosine</td>' in html
+    assert 'title="masked-LM pseudo-perplexity (lower is better)' in html
+    grid = client.get("/").text
+    assert 'title="CLIP cosine' in grid  # the metric filter's options
+
+
+def test_figure_type_label_is_shown_and_filterable(explorer, engine):
+    """A zero-shot figure-type row (stages/figtype.py) appears on the figure page with its
+    tooltip and in the grid's metric filter, like any metric."""
+    from sqlalchemy import select
+
+    from figalign.store.db import session_scope
+    from figalign.store.models import Caption, Metric
+    from figalign.store.upsert import upsert
+
+    client, sd, _ = explorer
+    fid = sd.pone_figures["2"]
+    with session_scope(engine) as s:
+        cap = s.execute(select(Caption.id).where(Caption.figure_id == fid, Caption.kind == "original")).scalar()
+        upsert(s, Metric, dict(figure_id=fid, caption_id=cap, caption_kind="original", metric="figtype:bar chart",
+                               model="ViT-L-14:openai|figure_types_v1", value=0.91,
+                               details={"label": "bar chart"}), ("caption_id", "metric", "model"))
+    html = client.get(f"/figure/{fid}").text
+    assert "figtype:bar chart" in html and "zero-shot figure type &#39;bar chart&#39;" in html
+    resp = client.get("/api/figures", params={"metric": "figtype:bar chart", "metric_min": "0.5"})
+    assert ids(resp) == [fid]

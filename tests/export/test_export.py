@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
+import io
 import json
 import atexit
 import os
+import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -100,7 +103,7 @@ def _check_meta(built, got: dict, *, image_path: str | None = None, image_tar: s
 def test_selection_excludes_filtered_duplicates_policy_and_captionless(built):
     assert set(built["samples"]) == set(built["expected"])
     assert not set(built["samples"]) & set(built["excluded"])
-    assert [r["samples"] for r in built["results"]] == [8, 8, 8]
+    assert [r["samples"] for r in built["results"]] == [5, 8, 8]  # S1-MMAlign: recaptioned only
     meta = next(s.meta for s in built["samples"].values() if s.source == "arxiv")
     assert meta["arxiv_id"] == "2401.00001v2" and meta["doi"] is None
     assert meta["source_url"] == "https://arxiv.org/abs/2401.00001v2"
@@ -167,29 +170,89 @@ def test_parquet_datasets_round_trip(built):
     assert plain["image"]["bytes"] == images[plain["figure_id"]]
 
 
-def test_s1mmalign_layout_round_trip(built):
-    import datasets
+def test_s1mmalign_layout_read_by_published_layout_code(built, tmp_path):
+    """A reader written for the published dataset (tests/export/s1_reader.py) loads the release."""
+    from tests.export import s1_reader
 
     out = built["out"] / "s1mmalign"
-    assert sorted(p.name for p in (out / "jsonl").iterdir()) == ["arxiv.jsonl", "pmc.jsonl"]
-    tars = sorted((out / "images").glob("*.tar"))
-    assert {t.name.split("-")[0] for t in tars} == {"arxiv", "pmc"} and len(tars) > 2  # split by size
+    assert sorted(str(p.relative_to(out)) for p in out.glob("*/jsonl/*")) == [
+        "arxiv/jsonl/24_recaption.jsonl", "pmc/jsonl/pmc_recaption.jsonl"]
+    pieces = sorted(p.name for p in (out / "arxiv").glob("images*"))
+    assert pieces[0] == "images_2024.tar.gz.partaa" and len(pieces) > 1  # cut past max_tar_bytes
+    for p in (out / "arxiv").glob("images*"):
+        assert p.stat().st_size <= SMALL.max_tar_bytes
+    release = tmp_path / "release"
+    shutil.copytree(out, release)
+    loaded = s1_reader.load(str(release))
+    recaptioned = {fid for fid, e in built["expected"].items() if e["recaption"]}
+    assert len(loaded) == len(recaptioned) == 5  # only recaptioned samples
     images = _images(built)
-    records = [json.loads(line) for f in sorted((out / "jsonl").glob("*.jsonl")) for line in f.open(encoding="utf-8")]
-    assert len(records) == len(built["expected"])
-    for rec in records:
+    by_path = {}
+    for source_dir, rec, image_file in s1_reader.records(str(release)):
         assert list(rec)[:7] == ["doi", "arxiv_id", "title", "image_path", "caption", "recaption", "categories"]
-        with tarfile.open(out / rec["image_tar"]) as tar:
-            assert tar.extractfile(rec["image_path"]).read() == images[rec["figure_id"]]
-        _check_meta(built, rec)
-    for t in tars:
-        assert t.stat().st_size <= SMALL.max_tar_bytes + 20_480 or len(tarfile.open(t).getnames()) == 1
+        assert Path(image_file).read_bytes() == images[rec["figure_id"]]
+        assert isinstance(rec["categories"], str) and rec["recaption"]
+        want = dict(built["samples"][rec["figure_id"]].meta)
+        if source_dir.endswith("arxiv"):
+            assert re.fullmatch(r"images/2401/2401\.00001/fig\d{3}\.png", rec["image_path"])
+            assert rec["categories"] == "cs.CV cs.LG" and rec["image_tar"] == "images_2024.tar.gz"
+        else:
+            assert re.fullmatch(r"images/PMC1/fig\d{3}\.png", rec["image_path"])
+            assert rec["categories"] == "q-bio.NC"
+        for name in ("image_path", "image_tar", "categories"):
+            want.pop(name)
+        assert {k: rec[k] for k in want} == want
+        by_path[rec["image_path"]] = rec
+    assert len(by_path) == 5  # image paths are unique
+    import datasets
+
     features = datasets.Features.from_dict(json.loads((out / "features.json").read_text()))
-    ds = datasets.load_dataset("json", data_files={"train": sorted(glob.glob(str(out / "jsonl" / "*.jsonl")))},
-                               split="train", features=features, cache_dir=str(Path(_HF) / "js"))
-    by_id = {r["figure_id"]: r for r in records}
+    files = sorted(glob.glob(str(out / "*" / "jsonl" / "*_recaption.jsonl")))
+    ds = datasets.load_dataset("json", data_files={"train": files}, split="train", features=features,
+                               cache_dir=str(Path(_HF) / "js"))
+    assert sorted(ds["image_path"]) == sorted(by_path)
     for row in ds:
-        assert row == {k: by_id[row["figure_id"]][k] for k in row}
+        assert row == {k: by_path[row["image_path"]][k] for k in row}
+
+
+def test_s1mmalign_archives_are_standard_gzip_tars(built):
+    out = built["out"] / "s1mmalign" / "arxiv"
+    pieces = sorted(out.glob("images_2024.tar.gz.part*"))
+    joined = b"".join(p.read_bytes() for p in pieces)
+    subprocess.run(["gzip", "-t"], input=joined, check=True)
+    with tarfile.open(fileobj=io.BytesIO(joined), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert len(names) == 3 and all(n.startswith("images/2401/2401.00001/fig") for n in names)
+
+
+def test_s1mmalign_include_unrecaptioned(built, tmp_path):
+    fs = built["fs"]
+    (res,) = run_export(fs.engine, fs.store, "s1mmalign", tmp_path / "all",
+                        options=ExportOptions(include_unrecaptioned=True))
+    assert res["samples"] == 8 and res["dropped"] == 0 and not (tmp_path / "all" / "dropped.jsonl").exists()
+    (res,) = run_export(fs.engine, fs.store, "s1mmalign", tmp_path / "rec")
+    assert res["samples"] == 5 and res["dropped"] == 3
+    manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    assert manifest["selection"]["dropped"] == {"no-recaption": 3}
+    lines = [json.loads(x) for x in (tmp_path / "rec" / "dropped.jsonl").read_text().splitlines()]
+    assert sorted(x["figure_id"] for x in lines) == sorted(f for f, e in built["expected"].items()
+                                                           if not e["recaption"])
+    assert {x["reason"] for x in lines} == {"no-recaption"}
+
+
+def test_parquet_and_webdataset_folders_load_images_and_text_with_load_dataset(built):
+    """``datasets.load_dataset(path)`` on the folder itself: the card's configs do the rest."""
+    import datasets
+
+    images = _images(built)
+    for fmt, image_col, meta in (("parquet", "image", lambda r: r), ("webdataset", "png", lambda r: r["json"])):
+        ds = datasets.load_dataset(str(built["out"] / fmt), split="train", cache_dir=str(Path(_HF) / f"dir-{fmt}"))
+        assert isinstance(ds.features[image_col], datasets.Image)
+        ds = ds.cast_column(image_col, datasets.Image(decode=False))
+        assert len(ds) == 8
+        for row in ds:
+            assert row[image_col]["bytes"] == images[meta(row)["figure_id"]]
+            assert meta(row)["caption"].startswith("Figure")
 
 
 def test_manifests_checksums_and_export_rows(built):
@@ -201,12 +264,12 @@ def test_manifests_checksums_and_export_rows(built):
         for entry in manifest["shards"] + manifest["files"]:
             data = (out / entry["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
-        assert sum(s["samples"] for s in manifest["shards"]) == 8 or manifest["format"] == "s1mmalign"
+        assert sum(s["samples"] for s in manifest["shards"]) == manifest["samples"]
         assert not list(out.rglob("*.part"))
     with session_scope(fs.engine) as s:
-        rows = s.execute(select(Export)).scalars().all()
+        rows = s.execute(select(Export).where(Export.out_dir.startswith(str(built["out"].resolve())))).scalars().all()
     assert sorted(r.format for r in rows) == ["parquet", "s1mmalign", "webdataset"]
-    assert all(r.samples == 8 and r.bytes > 0 for r in rows)
+    assert sorted(r.samples for r in rows) == [5, 8, 8] and all(r.bytes > 0 for r in rows)
 
 
 def test_reexport_is_identical_and_idempotent(built, tmp_path):
@@ -214,7 +277,8 @@ def test_reexport_is_identical_and_idempotent(built, tmp_path):
     again = run_export(fs.engine, fs.store, "all", built["out"], options=SMALL)
     assert [r["manifest_sha256"] for r in again] == [r["manifest_sha256"] for r in built["results"]]
     with session_scope(fs.engine) as s:
-        assert s.execute(select(func.count()).select_from(Export)).scalar() == 3
+        assert s.execute(select(func.count()).select_from(Export)
+                         .where(Export.out_dir.startswith(str(built["out"].resolve())))).scalar() == 3
 
 
 def test_card_counts_and_provenance(built):

@@ -185,7 +185,7 @@ def test_parquet_row_groups_follow_the_embedding(tmp_path):
 
     fs = _parquet_store(tmp_path, 230)
     cases = {"embed": (ExportOptions(embed_images=True), [100, 100, 30]),
-             "meta": (ExportOptions(), [230]),
+             "meta": (ExportOptions(embed_images=False), [230]),
              "bytes": (ExportOptions(embed_images=True, parquet_row_group_bytes=1), [1] * 230)}
     for name, (opts, groups) in cases.items():
         (summary,) = run_export(fs.engine, fs.store, "parquet", tmp_path / name, options=opts)
@@ -221,12 +221,15 @@ def test_s1mmalign_record_order_and_paths():
     from figalign.export.common import FIELDS, Sample
     from figalign.export.s1mmalign import PAPER_FIELDS, record
 
-    meta = {k: f"v-{k}" for k in FIELDS}
-    rec = record(Sample("k", "pmc", "/x", "png", None, meta), "images/pmc/k.png", "images/pmc-000000.tar")
+    meta = dict({k: f"v-{k}" for k in FIELDS}, categories=["cs.CV", "eess.IV"])
+    rec = record(Sample("k", "pmc", "/x", "png", None, meta), "images/PMC1/fig001.png", "images.tar.gz")
     assert list(rec)[:len(PAPER_FIELDS)] == list(PAPER_FIELDS)
     assert sorted(rec) == sorted(FIELDS)
-    assert rec["image_path"] == "images/pmc/k.png" and rec["image_tar"] == "images/pmc-000000.tar"
+    assert rec["image_path"] == "images/PMC1/fig001.png" and rec["image_tar"] == "images.tar.gz"
+    assert rec["categories"] == "cs.CV eess.IV"  # the published type: one string
     assert meta["image_path"] == "v-image_path"  # the sample's own record is not changed
+    assert record(Sample("k", "pmc", "/x", "png", None, dict(meta, categories=[], discipline="physics")),
+                  "p", "t")["categories"] == "physics"
 
 
 def test_frozen_heap_freezes_only_for_the_export():

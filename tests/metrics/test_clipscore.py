@@ -150,3 +150,44 @@ def test_offline_tag_not_cached_names_repo(monkeypatch):
 def test_refuses_unusable_weights(pretrained, match):
     with pytest.raises(ModelUnavailableError, match=match):
         ClipScorer.load("ViT-B-32", pretrained, device="cpu")
+
+
+def _wide(sides: tuple[int, int, int]):
+    """A 4:1 figure: a blue centre band (wider than the centre square, so resampling at the
+    crop's edge reads blue only) between two side bands of colour ``sides``."""
+    from PIL import Image
+
+    img = Image.new("RGB", (160, 40), sides)
+    img.paste(Image.new("RGB", (64, 40), (20, 20, 200)), (48, 0))
+    return img
+
+
+def test_pad_square_keeps_the_sides_of_wide_figures(clip_files):
+
+    from figalign.metrics.clipscore import fit_image
+
+    padded = fit_image(_wide((200, 20, 20)), "pad-square")
+    assert padded.size == (160, 160)
+    assert padded.getpixel((0, 0)) == (255, 255, 255) and padded.getpixel((0, 70)) == (200, 20, 20)
+    assert fit_image(_wide((200, 20, 20)), "centre-crop").size == (160, 40)
+    config, checkpoint = clip_files
+    crop = ClipScorer.load(str(config), str(checkpoint), device="cpu")
+    pad = ClipScorer.load(str(config), str(checkpoint), device="cpu", image_fit="pad-square")
+    a, b = _wide((200, 20, 20)), _wide((20, 200, 20))  # differ only outside the centre square
+    crop_change = (crop.encode_images([a]) - crop.encode_images([b])).abs().max().item()
+    pad_change = (pad.encode_images([a]) - pad.encode_images([b])).abs().max().item()
+    assert crop_change < 1e-5 < 1e-2 < pad_change  # the centre crop never sees the sides; the padded image does
+    assert pad.model_id == crop.model_id + "+pad-square" and pad.image_fit == "pad-square"
+    assert clip_model_id("ViT-L-14", "openai", "pad-square") == "ViT-L-14:openai+pad-square"
+    with pytest.raises(ValueError):
+        ClipScorer(None, None, None, image_fit="stretch")
+
+
+def test_image_fit_setting():
+    from figalign.config import load_settings
+    from figalign.errors import ConfigError
+
+    assert load_settings({}).clip_image_fit == "centre-crop"
+    assert load_settings({"FIGALIGN_CLIP_IMAGE_FIT": "pad-square"}).clip_image_fit == "pad-square"
+    with pytest.raises(ConfigError):
+        load_settings({"FIGALIGN_CLIP_IMAGE_FIT": "stretch"})

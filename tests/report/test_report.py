@@ -104,3 +104,43 @@ def test_cli_commands_registered_and_report_runs(store, tmp_path, monkeypatch, c
     assert (tmp_path / "cli" / "report.md").exists()
     with pytest.raises(SystemExit):
         ap.parse_args(["score", "--metric", "bleu"])
+
+
+def test_report_says_how_it_was_measured_and_compares_with_the_paper(store, tmp_path):
+    """Headline (sentence-mean) CLIP changes beside the paper's published ones; the measurement
+    section names model, weights, text strategy, image fit and PPPL windowing."""
+    with session_scope(store.engine) as session:
+        for n, (_, _, oc, rc, _, _) in DATA.items():
+            for kind, cos in (("original", oc + 0.01), ("recaption", rc + 0.02 * n)):
+                cid = store.captions[f"{n}:{kind}"]
+                upsert(session, Metric, dict(figure_id=_figure_of(session, cid), caption_id=cid, caption_kind=kind,
+                                             metric="clip_cosine_sentmean", model="ViT-L-14:openai+pad-square",
+                                             value=cos, details={"clipscore": 2.5 * cos}),
+                       key=("caption_id", "metric", "model"))
+        cid = store.captions["1:recaption"]
+        upsert(session, Metric, dict(figure_id=_figure_of(session, cid), caption_id=cid, caption_kind="recaption",
+                                     metric="flag:ungrounded-number", model="grounding-v1", value=2.0,
+                                     details={"tokens": ["94.3%", "12 nm"]}), key=("caption_id", "metric", "model"))
+    report = write_report(store.engine, tmp_path / "rep")
+    head = report["headline"]
+    o = [v[2] + 0.01 for v in DATA.values()]
+    r = [v[3] + 0.02 * n for n, v in DATA.items()]
+    assert head["clip_series"] == "clip_cosine_sentmean|ViT-L-14:openai+pad-square"
+    assert head["clip_mean_change"] == pytest.approx(_rel(statistics.mean(o), statistics.mean(r)))
+    assert head["clip_variance_change"] == pytest.approx(_rel(statistics.variance(o), statistics.variance(r)))
+    overall = report["groups"]["all"]["all"]
+    assert overall["flags"] == {"ungrounded-number": 1} and not any("flag:" in k for k in overall["metrics"])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| quantity | figalign (this store) | S1-MMAlign paper (published) |" in md
+    assert f"| CLIP score, relative change of the mean | {head['clip_mean_change'] * 100:+.2f}% | +18.21% |" in md
+    assert "| caption length, recaption (chars, mean ± std) |" in md and "| 759 ± 251 |" in md
+    section = md.split("## How it was measured")[1].split("## ")[0]
+    for needle in ("`ViT-L-14:openai`", "pad-square", "centre-crop", "`clip_cosine_sentmean`", "Headline",
+                   "75 BPE tokens", "PPPL windowing", "stride L//2", "`bert`"):
+        assert needle in section, needle
+
+
+def _figure_of(session, caption_id: int) -> int:
+    from figalign.store.models import Caption
+
+    return session.get(Caption, caption_id).figure_id

@@ -250,3 +250,36 @@ def test_generic_run_batch_drives_the_stage_one_item_at_a_time(tmp_path, server)
     summary = run_batch(RecaptionStage(settings), engine, size=5)
     assert dict(summary.statuses) == {"done": 1}
     assert _recaptions(engine)[0].status == "accepted"
+
+
+def test_think_block_stripped_and_flags_stored_as_metrics_then_used_by_the_export(tmp_path):
+    """A Qwen3-Thinking style answer with an invented number: the caption is the answer after
+    the block (raw answer kept), the flags are metric rows, and an export can drop on them."""
+    from sqlalchemy import update
+
+    from figalign.export import run_export
+    from figalign.export.quality import QualityPolicy
+    from figalign.storage import ArtifactStore
+    from figalign.store.models import Metric, Paper
+
+    answer = ("The line plot shows reporter fluorescence over time for treated cells and controls. Treated cells "
+              "brighten steadily, reaching 73% of the maximum within one hour, while controls remain flat.")
+    reply = f"<think>The user wants a caption. The image is a line plot.</think>\n\n{answer}"
+    with OpenAIServer(ServerState(model=MODEL, retry_after="0", reply=reply)) as srv:
+        engine, settings, ids = _store(tmp_path, srv, figures=1)
+        assert dict(run_recaption_batch(engine, settings, 10, client_overrides=FAST).statuses) == {"done": 1}
+    (cap,) = _recaptions(engine)
+    assert cap.status == "accepted" and cap.text == answer and cap.raw_text == reply
+    with session_scope(engine) as session:
+        flags = {m.metric: (m.value, m.details["tokens"], m.caption_id, m.caption_kind)
+                 for m in session.execute(select(Metric)).scalars()}
+        session.execute(update(Paper).values(licence="cc-by"))
+    assert flags == {"flag:ungrounded-number": (1.0, ["73%"], cap.id, "recaption"),
+                     "flag:think-stripped": (1.0, [], cap.id, "recaption")}
+    store = ArtifactStore(settings.data_dir / "artifacts")
+    (kept,) = run_export(engine, store, "parquet", tmp_path / "keep", quality=QualityPolicy())
+    (cut,) = run_export(engine, store, "s1mmalign", tmp_path / "cut",
+                        quality=QualityPolicy(drop_flags=frozenset({"ungrounded-number"})))
+    assert kept["samples"] == 1 and cut["samples"] == 0
+    (line,) = (tmp_path / "cut" / "dropped.jsonl").read_text().splitlines()
+    assert json.loads(line)["reason"] == "recaption-removed:flag:ungrounded-number"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from jinja2 import DictLoader, Environment, select_autoescape
+
+from figalign.metrics.describe import tooltip
 from markupsafe import Markup, escape
 
 CSS = """
@@ -52,7 +54,7 @@ GRID = """{% extends "layout" %}{% block main %}
 <label>failure reason<input name="reason" value="{{ params.get('reason', '') }}"></label>
 <label>caption text<input name="q" value="{{ params.get('q', '') }}" placeholder="search captions"></label>
 <label>metric<select name="metric"><option value="">none</option>{% for o in facets.metrics %}
-<option{% if params.get('metric') == o %} selected{% endif %}>{{ o }}</option>{% endfor %}</select></label>
+<option title="{{ metric_tip(o, '') }}"{% if params.get('metric') == o %} selected{% endif %}>{{ o }}</option>{% endfor %}</select></label>
 <label>min<input name="metric_min" size="5" value="{{ params.get('metric_min', '') }}"></label>
 <label>max<input name="metric_max" size="5" value="{{ params.get('metric_max', '') }}"></label>
 <label>sort<select name="sort">{% for value, label in sorts %}
@@ -85,7 +87,7 @@ src="{{ base }}/figure/{{ d.figure.id }}/page.png"><div class="meta">page {{ d.f
 <div class="caption-text">{{ c.text or '' }}</div>
 {% if c.kind != 'original' %}<div class="meta">model {{ c.model or '—' }} · prompt <code>{{ c.prompt_hash[:12] }}</code> · params <code>{{ c.params_hash[:12] }}</code></div>{% endif %}
 {% if c.metrics %}<table class="metrics"><tr><th>metric</th><th>model</th><th>value</th></tr>{% for m in c.metrics %}
-<tr><td>{{ m.metric }}</td><td>{{ m.model }}{% if m.model_version %} ({{ m.model_version }}){% endif %}</td><td>{{ '%.4f' % m.value }}</td></tr>{% endfor %}</table>{% endif %}
+<tr><td title="{{ metric_tip(m.metric, m.model) }}">{{ m.metric }}</td><td>{{ m.model }}{% if m.model_version %} ({{ m.model_version }}){% endif %}</td><td>{{ '%.4f' % m.value }}</td></tr>{% endfor %}</table>{% endif %}
 </div>{% endfor %}
 <div class="panel" id="contexts"><h2>Citation contexts ({{ d.contexts|length }})</h2>{% for c in d.contexts %}
 <p class="context">{{ c.text|highlight(c.mention) }}{% if c.section %} <span class="meta">— {{ c.section }}</span>{% endif %}</p>
@@ -118,7 +120,7 @@ COMPARE = """{% extends "layout" %}{% block main %}<h1>Compare recaptions</h1>
 <datalist id="choices">{% for o in choices %}<option value="{{ o }}">{% endfor %}</datalist><button type="submit">Compare</button></form>
 {% if items %}<table id="comparison"><tr><th>figure</th><th>original</th><th>A: {{ a }}</th><th>B: {{ b }}</th></tr>
 {% for it in items %}<tr><td><a href="{{ base }}/figure/{{ it.figure_id }}">{% if it.image_sha256 %}<img loading="lazy" width="160" alt="{{ it.label or 'figure' }}" src="{{ base }}/image/{{ it.image_sha256 }}">{% else %}{{ it.label or it.figure_id }}{% endif %}</a></td>
-{% for c in [it.original, it.a, it.b] %}<td>{% if c %}<div class="caption-text">{{ c.text or '' }}</div>{% for m in c.metrics %}<span class="badge">{{ m.metric }} {{ '%.4f' % m.value }}</span> {% endfor %}{% endif %}</td>{% endfor %}</tr>{% endfor %}</table>
+{% for c in [it.original, it.a, it.b] %}<td>{% if c %}<div class="caption-text">{{ c.text or '' }}</div>{% for m in c.metrics %}<span class="badge" title="{{ metric_tip(m.metric, m.model) }}">{{ m.metric }} {{ '%.4f' % m.value }}</span> {% endfor %}{% endif %}</td>{% endfor %}</tr>{% endfor %}</table>
 {% elif a and b %}<div class="empty">No figure has recaptions under both.</div>{% endif %}
 <div class="pager">{% if next_url %}<a id="next" href="{{ next_url }}">Next page →</a>{% endif %}</div>{% endblock %}"""
 
@@ -144,6 +146,7 @@ def _env() -> Environment:
     env.filters["safe_url"] = safe_url
     env.filters["qs"] = lambda d: urlencode({k: v for k, v in d.items() if v is not None})
     env.globals["css"] = Markup(CSS)
+    env.globals["metric_tip"] = tooltip  # how each number was measured (model, text strategy, image fit)
     return env
 
 

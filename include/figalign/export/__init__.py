@@ -24,6 +24,8 @@ from figalign.export.card import CardStats, write_card
 from figalign.export.common import iter_samples
 from figalign.export.manifest import build_manifest, record_export, write_manifest
 from figalign.export.options import ExportOptions
+from figalign.export.quality import QualityPolicy, quality_rules
+from figalign.export.selection import Selection, licence_rule, require_recaption
 from figalign.filters import FilterPolicy
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
@@ -66,39 +68,77 @@ def frozen_heap():
         gc.unfreeze()
 
 
+def release_rules(fmt: str, options: ExportOptions, policy: FilterPolicy, quality: QualityPolicy) -> list:
+    """The rules that narrow this release (``selection``), in order: the release's licence
+    filter, the quality policy (drop samples, remove recaptions), then (S1-MMAlign)
+    recaptioned pairs only."""
+    rules = []
+    if options.licences:
+        unprocessed = options.licences - policy.licences
+        if unprocessed:
+            raise ConfigError(f"--licences {','.join(sorted(unprocessed))}: not in the processing allow-list "
+                              f"({','.join(sorted(policy.licences))}); add them to FIGALIGN_PROCESS_LICENCES "
+                              "(and re-run filter, recaption and score) or pass --allow-licence")
+        rules.append(licence_rule(options.licences))
+    rules += quality_rules(quality)
+    if fmt == "s1mmalign" and not options.include_unrecaptioned:
+        rules.append(require_recaption)
+    return rules
+
+
+def licence_summary(policy: FilterPolicy, options: ExportOptions) -> dict[str, Any]:
+    """For the manifest and card: what was processed and what this release was cut to."""
+    return {"processed": sorted(policy.licences), "release": sorted(options.licences) if options.licences else None}
+
+
 def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *, since: dt.datetime | None = None,
-               policy: FilterPolicy | None = None, options: ExportOptions | None = None) -> dict[str, Any]:
+               policy: FilterPolicy | None = None, options: ExportOptions | None = None,
+               quality: QualityPolicy | None = None) -> dict[str, Any]:
     """Export one format into ``out_dir``; return a summary (small enough for XCom)."""
     write = _writer(fmt)
     policy = policy or FilterPolicy.from_env()
+    quality = quality or QualityPolicy.from_env()
     options = options or ExportOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = CardStats()
+    selection = Selection(out_dir, release_rules(fmt, options, policy, quality))
     started = time.perf_counter()
-    with frozen_heap(), session_scope(engine) as session:
-        result = write(stats.tap(iter_samples(session, policy, since)), out_dir, store, options)
+    try:
+        with frozen_heap(), session_scope(engine) as session:
+            samples = iter_samples(session, policy, since, ordinals=fmt == "s1mmalign")
+            result = write(stats.tap(selection.apply(samples)), out_dir, store, options)
+    except BaseException:
+        selection.abort()
+        raise
+    dropped = selection.close()
     extra = {"embed_images": options.embed_images} if fmt == "parquet" else {}
-    manifest = build_manifest(fmt, since, result.samples, result.shards, result.files, extra)
+    extra["selection"] = selection.summary()
+    extra["quality"] = quality.as_dict()
+    extra["licences"] = dict(licence_summary(policy, options), mix=dict(stats.licences.most_common()))
+    files = result.files + ([dropped] if dropped else [])
+    manifest = build_manifest(fmt, since, result.samples, result.shards, files, extra)
     sha = write_manifest(out_dir, manifest)
     written = time.perf_counter()
-    write_card(out_dir, fmt, stats, manifest, policy)
+    write_card(out_dir, fmt, stats, manifest, policy)  # the manifest carries selection and quality
     with session_scope(engine) as session:
         export_id = record_export(session, out_dir, manifest, sha, since)
     log.info("export %s: %d samples, %d bytes into %s", fmt, result.samples, manifest["bytes"], out_dir)
     return {"format": fmt, "out_dir": str(out_dir), "export_id": export_id, "samples": result.samples,
-            "shards": len(result.shards), "bytes": manifest["bytes"], "manifest_sha256": sha,
+            "dropped": sum(selection.dropped.values()), "shards": len(result.shards), "bytes": manifest["bytes"],
+            "manifest_sha256": sha,
             "seconds": {"data": round(written - started, 4), "card": round(time.perf_counter() - written, 4)}}
 
 
 def run_export(engine: Engine, store: ArtifactStore, fmt: str, out_dir: str | Path, *,
                since: dt.datetime | None = None, incremental: bool = False, policy: FilterPolicy | None = None,
-               options: ExportOptions | None = None) -> list[dict[str, Any]]:
+               options: ExportOptions | None = None, quality: QualityPolicy | None = None) -> list[dict[str, Any]]:
     """Export ``fmt`` (or ``all``); ``incremental`` takes ``since`` from the last export of each format."""
     formats = FORMATS if fmt == "all" else (fmt,)
     out = []
     for name in formats:
         start = since if since is not None or not incremental else last_export_time(engine, name)
         target = Path(out_dir) / name if fmt == "all" else Path(out_dir)
-        out.append(export_one(engine, store, name, target, since=start, policy=policy, options=options))
+        out.append(export_one(engine, store, name, target, since=start, policy=policy, options=options,
+                              quality=quality))
     return out

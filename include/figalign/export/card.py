@@ -47,7 +47,7 @@ LICENCE_TERMS = {
                            "grants arXiv, not you, the right to distribute; redistribution needs the "
                            "authors' permission (opt-in export)"),
 }
-CONFIG_FILES = {"webdataset": "data/*.tar", "parquet": "data/*.parquet", "s1mmalign": "jsonl/*.jsonl"}
+CONFIG_FILES = {"webdataset": "data/*.tar", "parquet": "data/*.parquet", "s1mmalign": "*/jsonl/*_recaption.jsonl"}
 
 
 @dataclass
@@ -123,6 +123,26 @@ def _metric_lines(stats: CardStats) -> list[str]:
     return lines + [""]
 
 
+def _measured_lines(stats: CardStats) -> list[str]:
+    """How the card's numbers were measured, and the paper's comparison for these samples."""
+    from figalign.metrics.describe import HEADLINE_CLIP, describe_lines
+    from figalign.report.tables import PAPER_REFERENCE, headline_lines, relative_change
+    from figalign.report.tables import stats as summary
+
+    series = {(m, model) for (m, model, _kind) in stats.metrics if not m.startswith("flag:")}
+    lines = ["### How the metrics were measured", ""] + (describe_lines(series) or ["- no metric rows"]) + [""]
+    clip_models = sorted(model for (m, model) in series if m == HEADLINE_CLIP)
+    head = {"clip_series": f"{HEADLINE_CLIP}|{clip_models[0]}" if clip_models else None,
+            "clip_mean_change": None, "clip_variance_change": None, "paper": PAPER_REFERENCE,
+            "length_chars": {k: summary(list(stats.lengths.get(k, ()))) for k in ("original", "recaption")}}
+    if clip_models:
+        o, r = (summary(list(stats.metrics.get((HEADLINE_CLIP, clip_models[0], k), ())))
+                for k in ("original", "recaption"))
+        head["clip_mean_change"] = relative_change(o["mean"], r["mean"])
+        head["clip_variance_change"] = relative_change(o["var"], r["var"])
+    return lines + ["#" + line if line.startswith("## ") else line for line in headline_lines(head, "this release")]
+
+
 def _plots(stats: CardStats, out_dir: Path) -> list[str]:
     """Report plots of the exported samples, when ``figalign.report`` (and matplotlib) exist."""
     try:
@@ -161,8 +181,61 @@ def _provenance(stats: CardStats, policy: FilterPolicy) -> list[str]:
     return lines
 
 
-def _licence_lines(stats: CardStats) -> list[str]:
+HF_LICENCE_IDS = {"cc-by": "cc-by-4.0", "cc-by-sa": "cc-by-sa-4.0", "cc0": "cc0-1.0", "cc-by-nc": "cc-by-nc-4.0",
+                  "cc-by-nc-sa": "cc-by-nc-sa-4.0", "cc-by-nd": "cc-by-nd-4.0", "cc-by-nc-nd": "cc-by-nc-nd-4.0"}
+"""Hugging Face licence identifiers; a release of several licences is ``other`` with its mix named."""
+
+
+def licence_mix(stats: CardStats) -> str:
+    """``cc-by 60.0 %, cc0 40.0 %``: the shares of this release's samples by licence."""
+    total = max(1, stats.samples)
+    return ", ".join(f"{lic} {n} ({n / total:.1%})" for lic, n in stats.licences.most_common()) or "no samples"
+
+
+QUALITY_TEXT = {
+    "min_clip_original": "drop a sample whose original caption's CLIP cosine is below",
+    "min_clip_recaption": "remove a recaption whose CLIP cosine is below",
+    "min_clip_gain": "remove a recaption whose CLIP gain (recaption − original) is below",
+    "pppl_min": "PPPL lower bound (original: drop the sample; recaption: remove it)",
+    "pppl_max": "PPPL upper bound (original: drop the sample; recaption: remove it)",
+}
+
+
+def _quality_lines(manifest: dict[str, Any]) -> list[str]:
+    """The quality policy this release was cut with, and what it (and the release's other
+    rules) left out or changed, by reason; each dropped sample is listed in dropped.jsonl."""
+    q = manifest.get("quality") or {}
+    sel = manifest.get("selection") or {}
+    lines = ["## Selection and quality policy", ""]
+    rules = [f"- {text}: {q[name]:g}" for name, text in QUALITY_TEXT.items() if q.get(name) is not None]
+    if q.get("drop_flags"):
+        rules.append(f"- remove a recaption flagged by validation as: {', '.join(q['drop_flags'])}")
+    if q.get("drop_figure_types"):
+        rules.append(f"- drop figures whose zero-shot CLIP type is: {', '.join(q['drop_figure_types'])} "
+                     f"(label probability ≥ {q.get('min_figure_type_score', 0):g})")
+    if rules:
+        lines += [f"Quality policy (CLIP series `{q['clip_metric']}`"
+                  f"{', model ' + q['clip_model'] if q.get('clip_model') else ''}; an unscored caption fails a "
+                  "threshold that is set):", ""] + rules + [""]
+    else:
+        lines += ["Quality policy: the defaults, which keep every pair (no score thresholds).", ""]
+    for title, counts in (("Samples left out", sel.get("dropped")), ("Samples changed", sel.get("changed"))):
+        if counts:
+            lines += [f"{title}, by reason:", "", "| reason | samples |", "|---|---:|"]
+            lines += [f"| {reason} | {n} |" for reason, n in counts.items()] + [""]
+    if not sel.get("dropped") and not sel.get("changed"):
+        lines += ["No sample was left out or changed by the release's rules.", ""]
+    return lines
+
+
+def _licence_lines(stats: CardStats, manifest: dict[str, Any] | None = None) -> list[str]:
+    info = (manifest or {}).get("licences") or {}
+    cut = (f"cut with `--licences {','.join(info['release'])}`" if info.get("release")
+           else "every licence the store processed")
+    processed = ", ".join(info.get("processed") or ()) or "–"
     lines = ["## Licences", "",
+             f"**Licence mix of this release:** {licence_mix(stats)}. The release is {cut}, from a store "
+             f"processed (filtered, recaptioned, scored) under: {processed}.", "",
              "Every sample carries its paper's `licence`, `licence_url` and `source_url`; attribute the authors "
              "of the paper a figure comes from when you use it.", "",
              "| licence | samples | terms | licence text |", "|---|---:|---|---|"]
@@ -178,18 +251,22 @@ def _front_matter(fmt: str, stats: CardStats, features) -> list[str]:
     import yaml
 
     lics = list(stats.licences)
+    single = HF_LICENCE_IDS.get(lics[0]) if len(lics) == 1 else None
     meta: dict[str, Any] = {
-        "license": "cc-by-4.0" if lics == ["cc-by"] else "other",
+        "license": single or "other",
         "task_categories": ["image-to-text"],
         "tags": ["scientific-figures", "figalign"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": CONFIG_FILES[fmt]}]}],
     }
+    if not single:
+        meta["license_name"] = "mixed" if len(lics) > 1 else (lics[0] if lics else "none")
+        meta["license_details"] = f"per sample (field `licence`): {licence_mix(stats)}"
     if features is not None:  # a features_dict, turned into the card's YAML without importing datasets
         meta["dataset_info"] = dict(features_yaml(features), config_name="default")
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
 
 
-def _loading(fmt: str) -> list[str]:
+def _loading(fmt: str, embed: bool = True) -> list[str]:
     snippets = {
         "webdataset": ['import datasets, glob, json',
                        'features = datasets.Features.from_dict(json.load(open("features.json")))',
@@ -197,11 +274,19 @@ def _loading(fmt: str) -> list[str]:
                        'ds = datasets.load_dataset("webdataset", data_files={"train": urls},',
                        '                           features=features)  # or load_dataset(".") in this folder',
                        '# or: webdataset.WebDataset(sorted(glob.glob("data/*.tar"))).decode("pil")'],
-        "parquet": ['import datasets', 'ds = datasets.load_dataset("parquet", data_files={"train": "data/*.parquet"})'],
-        "s1mmalign": ['import datasets, json',
+        "parquet": ['import datasets',
+                    'ds = datasets.load_dataset(".")  # in this folder: the card names data/*.parquet',
+                    '# or: datasets.load_dataset("parquet", data_files={"train": "data/*.parquet"})',
+                    '# the "image" column holds each figure (an Image feature), beside its captions'
+                    if embed else '# metadata only: this export was written without --embed-images'],
+        "s1mmalign": ['import datasets, glob, json',
                       'features = datasets.Features.from_dict(json.load(open("features.json")))',
-                      'ds = datasets.load_dataset("json", data_files={"train": "jsonl/*.jsonl"}, features=features)',
-                      '# images: tar -xf images/<source>-000000.tar  → files at each record\'s image_path'],
+                      'files = sorted(glob.glob("*/jsonl/*_recaption.jsonl"))  # arxiv/jsonl/24_recaption.jsonl …',
+                      'ds = datasets.load_dataset("json", data_files={"train": files}, features=features)',
+                      '# images, per source folder (arxiv/, pmc/ …): extract its archives in that folder,',
+                      '#   cd arxiv && for a in images_*.tar.gz; do tar -xzf "$a"; done',
+                      '#   cat images_2024.tar.gz.part* | tar -xzf -     # an archive cut into pieces',
+                      '# then <source>/<record["image_path"]> is the image (images/<YYMM>/<id>/figNNN.png)'],
     }
     return ["## Loading", "", "```python", *snippets[fmt], "```", ""]
 
@@ -220,8 +305,9 @@ def render(fmt: str, stats: CardStats, manifest: dict[str, Any], policy: FilterP
     lines += _table("per source", stats.sources, stats.samples)
     lines += _table("per discipline", stats.disciplines, stats.samples)
     lines += _table("per licence", stats.licences, stats.samples)
-    lines += ["## Metrics", ""] + _metric_lines(stats) + plots + [""]
-    lines += _provenance(stats, policy) + _licence_lines(stats) + _loading(fmt)
+    lines += ["## Metrics", ""] + _metric_lines(stats) + _measured_lines(stats) + plots + [""]
+    lines += _quality_lines(manifest)
+    lines += _provenance(stats, policy) + _licence_lines(stats, manifest) + _loading(fmt, bool(manifest.get("embed_images")))
     return "\n".join(lines)
 
 

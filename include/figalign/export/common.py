@@ -18,7 +18,7 @@ import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -59,6 +59,11 @@ class Sample:
     image_ext: str
     created: dt.datetime
     meta: dict[str, Any]
+    ordinal: int = 0  # rank among the paper's figures (1-based) when the export asked for it
+    scores: dict = field(default_factory=dict, compare=False)
+    """(metric, model, caption kind) → value of this sample's own original caption and exported
+    recaption (``meta["metrics"]`` also lists older recaptions' rows): what quality rules read."""
+    notes: tuple[str, ...] = ()  # what the release's rules changed (e.g. the recaption removed, and why)
 
     def read_image(self, store: ArtifactStore) -> bytes:
         uri = self.image_uri
@@ -196,8 +201,12 @@ def _base_query(since: dt.datetime | None):
 
 
 def iter_samples(session: Session, policy: FilterPolicy | None = None,
-                 since: dt.datetime | None = None) -> Iterator[Sample]:
-    """Exportable samples in figure-id order, loaded in chunks (constant memory)."""
+                 since: dt.datetime | None = None, *, ordinals: bool = False) -> Iterator[Sample]:
+    """Exportable samples in figure-id order, loaded in chunks (constant memory).
+
+    ``ordinals`` also ranks each figure among its paper's figures (S1-MMAlign's
+    ``figNNN`` names): one more query per chunk, so only the formats that need it ask.
+    """
     policy = policy or FilterPolicy.from_env()
     papers = PaperCache(session)
     last_id = 0
@@ -208,34 +217,53 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
         last_id = rows[-1].id
         by_id = papers.load({r.paper_id for r in rows})
         keep = [(r, by_id[r.paper_id]) for r in rows if exportable(r, by_id[r.paper_id], policy)]
-        yield from _build(session, keep)
+        ranks = _ordinals(session, {r.paper_id for r, _ in keep}) if ordinals and keep else {}
+        yield from _build(session, keep, ranks)
 
 
-def _build(session: Session, rows: list) -> Iterator[Sample]:
+def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
+    """Figure id → its 1-based rank among all its paper's figure rows (kept or not), so a
+    figure's number does not change when a neighbour is filtered or exported later."""
+    out: dict[int, int] = {}
+    counts: dict[int, int] = defaultdict(int)
+    rows = session.execute(select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
+                           .order_by(FigureRow.paper_id, FigureRow.id))
+    for paper_id, fid in rows:
+        counts[paper_id] += 1
+        out[fid] = counts[paper_id]
+    return out
+
+
+def _build(session: Session, rows: list, ranks: dict[int, int] | None = None) -> Iterator[Sample]:
     ids = [r.id for r, _ in rows]
     if not ids:
         return
+    ranks = ranks or {}
     originals, recaptions = _captions(session, ids)
     contexts = _contexts(session, ids)
-    metrics = _metrics(session, ids)
+    metrics, scored = _metrics(session, ids)
     for row, paper in rows:
-        caption = originals.get(row.id)
-        if not caption:
+        original = originals.get(row.id)
+        if original is None or not original.text:
             continue  # no original caption: not a sample (the filter stage records why)
-        yield _sample(row, paper, caption, recaptions.get(row.id), contexts[row.id], metrics[row.id])
+        recap = recaptions.get(row.id)
+        mine = {original.id, recap.id if recap else None}
+        scores = {(m, model, kind): v for cid, m, model, kind, v in scored[row.id] if cid in mine}
+        yield _sample(row, paper, original.text, recap, contexts[row.id], metrics[row.id],
+                      ranks.get(row.id, 0), scores)
 
 
-def _captions(session: Session, ids: list[int]) -> tuple[dict[int, str], dict[int, Any]]:
-    """Original caption text, and the latest accepted recaption, per figure."""
-    originals: dict[int, str] = {}
+def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The original caption, and the latest accepted recaption, per figure (rows with id and text)."""
+    originals: dict[int, Any] = {}
     recaptions: dict[int, Any] = {}
-    rows = session.execute(select(Caption.figure_id, Caption.kind, Caption.text, Caption.model, Caption.prompt_hash,
-                                  Caption.params_hash)
+    rows = session.execute(select(Caption.id, Caption.figure_id, Caption.kind, Caption.text, Caption.model,
+                                  Caption.prompt_hash, Caption.params_hash)
                            .where(Caption.figure_id.in_(ids), Caption.status == "accepted")
                            .order_by(Caption.figure_id, Caption.created_at, Caption.id))
     for cap in rows:
         if cap.kind == "original":
-            originals.setdefault(cap.figure_id, cap.text or "")
+            originals.setdefault(cap.figure_id, cap)
         elif cap.kind == "recaption" and cap.text:
             recaptions[cap.figure_id] = cap  # ordered by time: the last one wins
     return originals, recaptions
@@ -252,18 +280,23 @@ def _contexts(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]
     return out
 
 
-def _metrics(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def _metrics(session: Session, ids: list[int]) -> tuple[dict[int, list[dict[str, Any]]], dict[int, list[tuple]]]:
+    """Every metric row per figure (as exported), and the same rows with their caption id,
+    from which each sample keeps the scores of *its* two captions (``Sample.scores``)."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    rows = session.execute(select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind, Metric.value)
+    scored: dict[int, list[tuple]] = defaultdict(list)
+    rows = session.execute(select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind, Metric.value,
+                                  Metric.caption_id)
                            .where(Metric.figure_id.in_(ids))
                            .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
-    for fid, metric, model, kind, value in rows:
+    for fid, metric, model, kind, value, caption_id in rows:
         out[fid].append({"metric": metric, "model": model, "caption_kind": kind, "value": float(value)})
-    return out
+        scored[fid].append((caption_id, metric, model, kind, float(value)))
+    return out, scored
 
 
 def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[str, Any]],
-            metrics: list[dict[str, Any]]) -> Sample:
+            metrics: list[dict[str, Any]], ordinal: int = 0, scores: dict | None = None) -> Sample:
     key = sample_key(row.id, row.figure_key)
     meta = {
         "key": key, "figure_id": row.id, "figure_key": row.figure_key, "label": row.label, "kind": row.kind,
@@ -279,7 +312,7 @@ def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[st
         "contexts": contexts, "metrics": metrics, "parser": row.parser, "parser_version": row.parser_version,
     }
     ext = MEDIA_EXT.get(row.media_type or "", "png")
-    return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta)
+    return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta, ordinal, scores or {})
 
 
 def pa_schema(*, with_image: bool = False):
@@ -325,6 +358,8 @@ def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"
                                   "json": meta, image_ext: datasets.Image()})
     if fmt == "parquet" and embed_images:
         meta["image"] = datasets.Image()
+    if fmt == "s1mmalign":
+        meta["categories"] = datasets.Value("string")  # the published type (see s1mmalign.categories_text)
     return meta
 
 
@@ -377,6 +412,8 @@ def features_dict(fmt: str, *, embed_images: bool = False, image_ext: str = "png
         return {"__key__": _value("string"), "__url__": _value("string"), "json": meta, image_ext: {"_type": "Image"}}
     if fmt == "parquet" and embed_images:
         meta["image"] = {"_type": "Image"}
+    if fmt == "s1mmalign":
+        meta["categories"] = _value("string")
     return meta
 
 

@@ -33,7 +33,19 @@ result records which one produced it:
   embed each chunk, L2-normalise, average, and L2-normalise the mean. Scores the whole text.
 
 A text that fits the context gives the identical embedding under both strategies.
-Images go through the model's own preprocess transform (resize, centre crop, normalise).
+figalign's headline is ``sentence-mean`` (``clip_cosine_sentmean``): a recaption's
+truncated score judges only its first few sentences, so a truncated comparison of
+original vs recaption favours whichever text says most in 75 tokens. Both are stored.
+
+Fitting images into 224 × 224 pixels
+------------------------------------
+The model's own transform resizes the short side to 224 and crops the centre
+(``centre-crop``, what published CLIP scores use). A wide figure (the filters allow
+aspect ratios up to 8:1) loses its sides. ``pad-square`` (FIGALIGN_CLIP_IMAGE_FIT) first
+pads the image to a square on a white background — the page colour of almost every
+figure — so all of it is seen, smaller. Scores under ``pad-square`` are stored under
+their own model id (``ViT-L-14:openai+pad-square``), so both fits can sit side by side
+and every number names the fit it was made with.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ from figalign.metrics import ModelUnavailableError, file_fingerprint, hub_offlin
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("truncate", "sentence-mean")
+IMAGE_FITS = ("centre-crop", "pad-square")
+PAD_COLOUR = (255, 255, 255)
 CLIPSCORE_WEIGHT = 2.5
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -81,7 +95,10 @@ class ClipScorer:
     """Batched CLIP scoring around a loaded open_clip model, its transform and tokenizer."""
 
     def __init__(self, model, preprocess, tokenizer, *, model_id: str = "", model_version: str | None = None,
-                 device: str = "cpu", dtype: str = "float32", batch_size: int = 32):
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 32, image_fit: str = "centre-crop"):
+        if image_fit not in IMAGE_FITS:
+            raise ValueError(f"unknown image fit {image_fit!r}; use one of {IMAGE_FITS}")
+        self.image_fit = image_fit
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -99,8 +116,9 @@ class ClipScorer:
         device = resolve_device(device)
         model, preprocess, tokenizer, model_id, version = load_open_clip(model_name, pretrained, device=device,
                                                                         dtype=dtype)
-        return cls(model, preprocess, tokenizer, model_id=model_id, model_version=version, device=device,
-                   dtype=dtype, **kwargs)
+        fit = kwargs.get("image_fit", "centre-crop")
+        return cls(model, preprocess, tokenizer, model_id=clip_model_id(model_name, pretrained, fit),
+                   model_version=version, device=device, dtype=dtype, **kwargs)
 
     # -- tokens -------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -133,7 +151,7 @@ class ClipScorer:
         """L2-normalised image embeddings [n, d]; ``images`` are PIL images or file paths."""
         import torch
 
-        tensors = [self.preprocess(_open_image(im)) for im in images]
+        tensors = [self.preprocess(fit_image(_open_image(im), self.image_fit)) for im in images]
         out = []
         with torch.inference_mode():
             for i in range(0, len(tensors), self.batch_size):
@@ -187,6 +205,19 @@ class ClipScorer:
         return out
 
 
+def fit_image(image, fit: str = "centre-crop"):
+    """``pad-square``: the image centred on a white square canvas of its longer side, so the
+    model's centre crop keeps all of it; ``centre-crop``: the image unchanged."""
+    if fit == "centre-crop" or image.width == image.height:
+        return image
+    from PIL import Image
+
+    side = max(image.width, image.height)
+    canvas = Image.new("RGB", (side, side), PAD_COLOUR)
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
 def _normalise(x):
     import torch
 
@@ -207,12 +238,13 @@ def _open_image(image):
 
 
 # -- loading ------------------------------------------------------------------------------
-def clip_model_id(model: str, pretrained: str) -> str:
-    """``<model>:<weights>`` as stored in ``metrics.model``; known without loading anything,
-    so the score stage can check idempotency before it loads a model."""
+def clip_model_id(model: str, pretrained: str, image_fit: str = "centre-crop") -> str:
+    """``<model>:<weights>`` (``+pad-square`` for that fit) as stored in ``metrics.model``;
+    known without loading anything, so the score stage can check idempotency before it
+    loads a model. The default fit adds nothing: ids of earlier scores stay as they were."""
     name = Path(model).stem if model.endswith(".json") else model
     weights = Path(pretrained).name if ("/" in pretrained or Path(pretrained).suffix) else (pretrained or "local-dir")
-    return f"{name}:{weights}"
+    return f"{name}:{weights}" + ("" if image_fit == "centre-crop" else f"+{image_fit}")
 
 
 def load_open_clip(model_name: str, pretrained: str, *, device: str = "cpu", dtype: str = "float32"):

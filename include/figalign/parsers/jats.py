@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from figalign.errors import BadInputError
-from figalign.parsers import jats_images
+from figalign.parsers import jats_images, jats_subjects
 from figalign.parsers.contexts import add_context, attach_text_mentions, find_mentions, supplement_number
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import clean_caption, parse_label
@@ -47,6 +47,7 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     paper = ParsedPaper(paper_id=paper_id, title=_title(root), abstract=_abstract(root),
                         parser=NAME, parser_version=VERSION, doi=_doi(root))
     paper.licence, paper.licence_url = _licence(root)
+    paper.discipline = jats_subjects.discipline(root)
     by_rid, floats = _collect_figures(root, paper)
     if options.write_images:
         jats_images.attach_images(paper, floats, path.parent, Path(out_dir), options)

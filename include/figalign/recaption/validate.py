@@ -9,7 +9,9 @@ the first that fires names the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from figalign.recaption.grounding import GroundingOptions, grounding_flags, strip_think
 
 MIN_LETTER_SHARE = 0.6  # scientific prose with numbers and units stays well above this
 ECHO_SHINGLE = 6  # words per shingle when looking for copied prompt text
@@ -28,11 +30,18 @@ _TEMPLATE_MARKERS = ("Sentences citing this figure", "Original caption:", "Instr
 
 @dataclass(frozen=True)
 class Verdict:
-    """Accepted with cleaned text, or rejected with a short reason."""
+    """Accepted with cleaned text, or rejected with a short reason.
+
+    ``flags`` (accepted answers only) name what the grounding and length checks found, with
+    the offending tokens (``grounding.grounding_flags``); ``thought`` says a ``<think>``
+    block was removed from the answer (the raw answer is stored beside it, ``raw_text``).
+    """
 
     accepted: bool
     text: str
     reason: str | None = None
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    thought: bool = False
 
 
 def letter_share(text: str) -> float:
@@ -58,11 +67,17 @@ def is_refusal(text: str) -> bool:
     return _REFUSAL.search(text[:REFUSAL_WINDOW]) is not None
 
 
-def validate(text: str | None, finish_reason: str | None, prompt: str) -> Verdict:
-    """Check one answer; ``prompt`` is all text the model was given."""
-    clean = (text or "").strip()
+def validate(text: str | None, finish_reason: str | None, prompt: str,
+             grounding: GroundingOptions | None = None) -> Verdict:
+    """Check one answer; ``prompt`` is all text the model was given (also what grounds it).
+
+    A Qwen3 "Thinking" answer's ``<think>…</think>`` block is removed first, so the
+    caption is the answer after it; an answer that was all thinking is rejected.
+    """
+    clean, thought = strip_think((text or "").strip())
     if not clean:
-        return Verdict(False, clean, "empty answer")
+        return Verdict(False, clean, "only a <think> block, no answer" if thought else "empty answer",
+                       thought=thought)
     if finish_reason == "length":
         return Verdict(False, clean, "cut off (finish_reason=length)")
     if is_refusal(clean):
@@ -72,4 +87,4 @@ def validate(text: str | None, finish_reason: str | None, prompt: str) -> Verdic
     share = letter_share(clean)
     if share < MIN_LETTER_SHARE:
         return Verdict(False, clean, f"not mostly letters ({share:.0%} letters)")
-    return Verdict(True, clean)
+    return Verdict(True, clean, flags=grounding_flags(clean, prompt, grounding), thought=thought)

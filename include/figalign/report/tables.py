@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from figalign.metrics.describe import HEADLINE_CLIP, describe
 from figalign.store.models import Caption, FigureRow, Metric, Paper
 
 KINDS = ("original", "recaption")
@@ -92,9 +93,18 @@ def compare(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarise(metrics: list[dict[str, Any]], lengths: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, caption lengths and every metric series of one group."""
+    """Counts, caption lengths and every metric series of one group (validation flags are
+    counted apart: they exist only on recaptions, so there is nothing to compare)."""
     series: dict[str, list] = defaultdict(list)
+    flags: dict[str, set[int]] = defaultdict(set)
+    types: dict[str, set[int]] = defaultdict(set)
     for r in metrics:
+        if r["metric"].startswith("flag:"):
+            flags[r["metric"][5:]].add(r["figure_id"])
+            continue
+        if r["metric"].startswith("figtype:"):  # a label per figure, not a caption score
+            types[r["metric"][8:]].add(r["figure_id"])
+            continue
         series[f"{r['metric']}|{r['model']}"].append(r)
     return {
         "counts": {"figures": len({r["figure_id"] for r in lengths}),
@@ -102,16 +112,34 @@ def summarise(metrics: list[dict[str, Any]], lengths: list[dict[str, Any]]) -> d
                    "metric_rows": len([r for r in metrics if ":" not in r["metric"]])},
         "length_chars": compare(lengths),
         "metrics": {key: compare(rows) for key, rows in sorted(series.items())},
+        "flags": {name: len(figs) for name, figs in sorted(flags.items())},
+        "figure_types": {name: len(figs) for name, figs in sorted(types.items())},
     }
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """figalign's numbers for the paper's comparison: the headline CLIP series (sentence-mean;
+    the first CLIP model by name if several) and caption length, beside the paper's."""
+    keys = sorted(k for k in summary["metrics"] if k.split("|")[0] == HEADLINE_CLIP)
+    clip = summary["metrics"][keys[0]] if keys else None
+    length = summary["length_chars"]
+    return {"clip_series": keys[0] if keys else None,
+            "clip_mean_change": clip["mean_change"] if clip else None,
+            "clip_variance_change": clip["variance_change"] if clip else None,
+            "length_chars": {k: {"mean": length[k]["mean"], "std": length[k]["std"]} for k in KINDS},
+            "paper": PAPER_REFERENCE}
 
 
 def build_report(session: Session) -> dict[str, Any]:
     """The whole report as one JSON-able dict: overall, per source, per discipline."""
     metrics, lengths = metric_series(session), caption_lengths(session)
+    overall = summarise(metrics, lengths)
     report: dict[str, Any] = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "paper_reference": PAPER_REFERENCE,
-        "groups": {"all": {"all": summarise(metrics, lengths)}},
+        "measurement": describe({(r["metric"], r["model"]) for r in metrics}),
+        "headline": headline(overall),
+        "groups": {"all": {"all": overall}},
     }
     for field in ("source", "discipline"):
         names = sorted({r[field] for r in lengths} | {r[field] for r in metrics})
@@ -124,6 +152,33 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "–"
     return f"{x * 100:+.2f}%" if pct else f"{x:.4g}"
+
+
+def _pm(d: dict) -> str:
+    return f"{_fmt(d['mean'])} ± {_fmt(d['std'])}"
+
+
+def headline_lines(h: dict[str, Any], ours: str = "this store") -> list[str]:
+    """The paper's comparison with figalign's numbers beside the paper's (labelled as such)."""
+    ref, length = h["paper"], h["length_chars"]
+    series = f"`{h['clip_series'].replace('|', '` (`')}`)" if h["clip_series"] else "no CLIP scores yet"
+    return ["## figalign vs the S1-MMAlign paper", "",
+            f"Recaption vs original. figalign's CLIP column uses the headline series {series}; "
+            "the paper's column is the paper's own published figures, not re-measured here.", "",
+            f"| quantity | figalign ({ours}) | S1-MMAlign paper (published) |", "|---|---:|---:|",
+            f"| CLIP score, relative change of the mean | {_fmt(h['clip_mean_change'], True)} | "
+            f"{ref['clip_mean_change'] * 100:+.2f}% |",
+            f"| CLIP score, relative change of the variance | {_fmt(h['clip_variance_change'], True)} | "
+            f"{ref['clip_variance_change'] * 100:+.2f}% |",
+            f"| caption length, original (chars, mean ± std) | {_pm(length['original'])} | "
+            f"{ref['length_chars']['original']['mean']} ± {ref['length_chars']['original']['std']} |",
+            f"| caption length, recaption (chars, mean ± std) | {_pm(length['recaption'])} | "
+            f"{ref['length_chars']['recaption']['mean']} ± {ref['length_chars']['recaption']['std']} |", ""]
+
+
+def measurement_lines(m: dict[str, list[str]]) -> list[str]:
+    lines = [f"- {line}" for topic in m.values() for line in topic]
+    return ["## How it was measured", ""] + (lines or ["No metric has been computed yet."]) + [""]
 
 
 def _ms(s: dict) -> str:
@@ -140,6 +195,7 @@ def to_markdown(report: dict[str, Any], images: list[str] | None = None) -> str:
              f"{ref['length_chars']['recaption']['mean']} ± {ref['length_chars']['recaption']['std']} characters.",
              "", "Values are mean ± std (median, n); std with ddof=1; changes are recaption vs original, "
              "relative to the original.", ""]
+    lines += headline_lines(report["headline"]) + measurement_lines(report["measurement"])
     for field, groups in report["groups"].items():
         lines += [f"## By {field}" if field != "all" else "## All captions", "",
                   "| group | series | original | recaption | Δ mean | Δ variance | paired figures |",

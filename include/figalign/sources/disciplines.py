@@ -95,3 +95,73 @@ def preprint_discipline(server: str, category: str | None) -> str:
     if server == "biorxiv" and key in BIORXIV_TABLE:
         return BIORXIV_TABLE[key]
     return PREPRINT_DEFAULT.get(server, OTHER)
+
+
+# JATS subject terms (PLOS/PMC subject taxonomies, free-text subject headings) and journal
+# titles -> discipline. A term takes the discipline of the first stem it contains, in this
+# order: specific life-science stems before the medical ones ("Medical Microbiology" is
+# microbiology), medical before generic biology ("Biology and Medicine"-style terms do not
+# occur; "Mental Health" is medicine), "computational biology" before "computer".
+# Social sciences and humanities are Other; terms with no stem here ("Research Article",
+# "People and places", "Research and Analysis Methods") give no vote at all.
+SUBJECT_STEMS: tuple[tuple[str, str], ...] = (
+    ("microbio", BIOLOGY), ("genet", BIOLOGY), ("genom", BIOLOGY), ("neurosci", BIOLOGY),
+    ("bioinformat", BIOLOGY), ("biochem", BIOLOGY), ("pathogen", BIOLOGY), ("immunol", BIOLOGY),
+    ("ecolog", BIOLOGY), ("evolution", BIOLOGY), ("zoolog", BIOLOGY), ("botan", BIOLOGY), ("plant", BIOLOGY),
+    ("physiolog", BIOLOGY), ("anatomy", BIOLOGY), ("cell", BIOLOGY), ("molecular", BIOLOGY),
+    ("life science", BIOLOGY), ("biolog", BIOLOGY),
+    ("medic", MEDICINE), ("health", MEDICINE), ("clinic", MEDICINE), ("disease", MEDICINE), ("pediatr", MEDICINE),
+    ("paediatr", MEDICINE), ("epidemiol", MEDICINE), ("oncol", MEDICINE), ("onco", MEDICINE), ("cancer", MEDICINE),
+    ("patholog", MEDICINE), ("infect", MEDICINE), ("surg", MEDICINE), ("pharma", MEDICINE), ("nursing", MEDICINE),
+    ("dental", MEDICINE), ("dentist", MEDICINE), ("oral", MEDICINE), ("cardio", MEDICINE), ("psychiatr", MEDICINE),
+    ("neurolog", MEDICINE), ("veterinar", MEDICINE), ("tropical", MEDICINE),
+    ("astro", ASTRONOMY), ("planetary", ASTRONOMY), ("space science", ASTRONOMY),
+    ("earth", EARTH_SCIENCE), ("geolog", EARTH_SCIENCE), ("geophys", EARTH_SCIENCE), ("geoscien", EARTH_SCIENCE),
+    ("climat", EARTH_SCIENCE), ("ocean", EARTH_SCIENCE), ("atmospher", EARTH_SCIENCE),
+    ("chemi", CHEMISTRY), ("physic", PHYSICS), ("mathemat", MATHEMATICS), ("statistic", MATHEMATICS),
+    ("computer", COMPUTER_SCIENCE), ("computing", COMPUTER_SCIENCE), ("informatics", COMPUTER_SCIENCE),
+    ("engineer", ENGINEERING), ("robot", ENGINEERING), ("electronic", ENGINEERING), ("material", ENGINEERING),
+    ("social", OTHER), ("politic", OTHER), ("econom", OTHER), ("psycholog", OTHER), ("sociolog", OTHER),
+    ("humanit", OTHER), ("law", OTHER), ("education", OTHER),
+)
+
+
+def subject_discipline(term: str | None) -> str | None:
+    """Discipline of one subject term or journal title; None when nothing in it says."""
+    text = f" {(term or '').lower()} "
+    for stem, discipline in SUBJECT_STEMS:
+        if f" {stem}" in text or f"/{stem}" in text or f"-{stem}" in text:
+            return discipline
+    return None
+
+
+def vote(terms: list[str], tie_break: str | None = None) -> str | None:
+    """The discipline most of ``terms`` map to; a tie goes to ``tie_break`` (the journal's
+    discipline) when it is among the tied, else to the earliest listed. Other wins only
+    when no term names one of the nine."""
+    found = [d for d in (subject_discipline(t) for t in terms) if d]
+    named = [d for d in found if d != OTHER] or found
+    if not named:
+        return None
+    counts = {d: named.count(d) for d in named}
+    best = max(counts.values())
+    tied = [d for d in dict.fromkeys(named) if counts[d] == best]
+    return tie_break if tie_break in tied else tied[0]
+
+
+def jats_discipline(taxonomy: list[str], flat: list[str], headings: list[str], journal: str | None) -> str | None:
+    """A JATS paper's discipline, from the most structured evidence it has.
+
+    ``taxonomy``: the top-level subjects of hierarchical subject taxonomies (PLOS
+    ``Discipline-v2``/``-v3``: "Biology and Life Sciences", "Medicine and Health Sciences"),
+    one vote each; else ``flat`` subjects (``Discipline`` groups, "Infectious Diseases/
+    Bacterial Infections"); else the ``headings`` (``subj-group-type="heading"``, usually an
+    article type with no vote); else the journal title ("Oncotarget", "BMC Microbiology").
+    The journal's own discipline breaks ties. None when nothing maps.
+    """
+    by_journal = subject_discipline(journal)
+    for terms in (taxonomy, flat, headings):
+        found = vote(terms, by_journal)
+        if found:
+            return found
+    return by_journal

@@ -39,12 +39,13 @@ from figalign.recaption.prompt import (
     request_image_url,
     request_prompt_text,
 )
+from figalign.recaption.grounding import VERSION as GROUNDING_VERSION, GroundingOptions
 from figalign.recaption.validate import validate
 from figalign.stages.base import LOST, BatchSummary, Outcome, Stage
 from figalign.stages.leases import LeaseKeeper
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
-from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Paper, StageRun
+from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Metric, Paper, StageRun
 from figalign.store.queue import (
     Claimed,
     LeaseLost,
@@ -83,6 +84,7 @@ class RecaptionStage(Stage):
         self.force = force
         self.prompt_hash = load_template(self.options.prompt_version).sha256
         self.params_hash = self.options.params_hash()
+        self.grounding = GroundingOptions.from_env()
 
     @property
     def key_hash(self) -> str:
@@ -260,7 +262,7 @@ async def _ask_all(config: VllmConfig, works: list[Work], model: str, options: P
 
 def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
     """Validate an answer and upsert it as an accepted or rejected caption (raw text kept)."""
-    verdict = validate(result.text, result.finish_reason, request_prompt_text(result.request))
+    verdict = validate(result.text, result.finish_reason, request_prompt_text(result.request), stage.grounding)
     params = {**stage.options.params(), "prompt_version": stage.options.prompt_version,
               "context_shortened": result.shortened}
     caption_id = upsert(session, Caption, dict(
@@ -272,9 +274,32 @@ def store_result(session: Session, stage: RecaptionStage, figure_id: int, result
         endpoint=result.endpoint, request_id=result.request_id,
     ), key=("figure_id", "kind", "model", "prompt_hash", "params_hash"))
     status = "accepted" if verdict.accepted else "rejected"
+    if verdict.accepted:
+        store_flags(session, figure_id, caption_id, verdict)
     reason = None if verdict.accepted else f"rejected: {verdict.reason}"
     return Outcome("done", reason, {"caption_id": caption_id, "caption_status": status,
-                                    "attempts": result.attempts, "context_shortened": result.shortened})
+                                    "attempts": result.attempts, "context_shortened": result.shortened,
+                                    "flags": sorted(verdict.flags)})
+
+
+def store_flags(session: Session, figure_id: int, caption_id: int, verdict) -> None:
+    """The answer's validation flags as metric rows ``flag:<name>`` on the recaption (value:
+    how many offending tokens, ``details``: the tokens), so the export's quality policy and
+    the explorer read them like any score; a re-validated caption's stale flags go."""
+    flags = dict(verdict.flags)
+    if verdict.thought:
+        flags["think-stripped"] = []
+    wanted = {f"flag:{name}" for name in flags}
+    stale = session.execute(select(Metric).where(Metric.caption_id == caption_id, Metric.model == GROUNDING_VERSION,
+                                                 Metric.metric.startswith("flag:"))).scalars()
+    for row in stale:
+        if row.metric not in wanted:
+            session.delete(row)
+    for name, tokens in sorted(flags.items()):
+        upsert(session, Metric, dict(figure_id=figure_id, caption_id=caption_id, caption_kind=KIND,
+                                     metric=f"flag:{name}", model=GROUNDING_VERSION, model_version=GROUNDING_VERSION,
+                                     value=float(len(tokens) or 1), details={"tokens": tokens[:50]}),
+               key=("caption_id", "metric", "model"))
 
 
 def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[Work]:

@@ -97,7 +97,8 @@ _SCORERS: dict[tuple, Any] = {}
 
 def get_scorer(family: str, settings: Settings, options: ScoreOptions):
     """A loaded scorer, cached per process (loading SciBERT/ViT-L takes seconds)."""
-    key = (family, settings.pppl_model if family == "pppl" else (settings.clip_model, settings.clip_pretrained),
+    key = (family, settings.pppl_model if family == "pppl" else (settings.clip_model, settings.clip_pretrained,
+                                                                  settings.clip_image_fit),
            options.device, options.dtype)
     if key not in _SCORERS:
         if family == "pppl":
@@ -109,7 +110,8 @@ def get_scorer(family: str, settings: Settings, options: ScoreOptions):
             from figalign.metrics.clipscore import ClipScorer
 
             _SCORERS[key] = ClipScorer.load(settings.clip_model, settings.clip_pretrained, device=options.device,
-                                            dtype=options.dtype, batch_size=options.clip_batch)
+                                            dtype=options.dtype, batch_size=options.clip_batch,
+                                            image_fit=settings.clip_image_fit)
     return _SCORERS[key]
 
 
@@ -134,7 +136,8 @@ class ScoreStage(Stage):
         if "pppl" in self.options.metrics:
             out["pppl"] = [(METRIC_PPPL, self.settings.pppl_model)]
         if "clip" in self.options.metrics:
-            model = clip_model_id(self.settings.clip_model, self.settings.clip_pretrained)
+            model = clip_model_id(self.settings.clip_model, self.settings.clip_pretrained,
+                                  self.settings.clip_image_fit)
             out["clip"] = [(CLIP_METRICS[s], model) for s in self.options.clip_strategies]
         return out
 
@@ -293,7 +296,8 @@ def _clip_rows(scorer, todo: list[_Item], results: dict[int, _Result], strategie
             results[it.claimed.run_id].rows.append(dict(
                 metric=metric, model=scorer.model_id, model_version=scorer.model_version, value=res.cosine,
                 details={"clipscore": res.clipscore, "text_strategy": res.strategy, "text_tokens": res.text_tokens,
-                         "fits_context": res.fits_context, "n_chunks": res.n_chunks, "dtype": scorer.dtype}))
+                         "fits_context": res.fits_context, "n_chunks": res.n_chunks, "dtype": scorer.dtype,
+                         "image_fit": getattr(scorer, "image_fit", "centre-crop")}))
 
 
 def write_result(session: Session, stage: ScoreStage, item: _Item, result: _Result) -> Outcome:

@@ -207,6 +207,7 @@ def save_parsed(session: Session, paper: Paper, parsed: ParsedPaper,
     if not paper.licence and parsed.licence:  # the harvest's licence wins; the source's fills a gap
         paper.licence, paper.licence_url = parsed.licence, parsed.licence_url
     paper.doi = paper.doi or parsed.doi
+    paper.discipline = paper.discipline or parsed.discipline  # the harvest's (arXiv categories) wins
     paper.title = paper.title or parsed.title
     paper.abstract = paper.abstract or parsed.abstract
     paper.parser, paper.parser_version = parsed.parser, parsed.parser_version
