@@ -299,6 +299,7 @@ def _child(requests: int, answers: int, fn, budget: Budget, setup) -> None:
         parent = os.getppid()
         _die_with_parent(parent)
         os.setpgid(0, 0)
+        _default_signals()
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the limit fails its write instead
         _limit(resource.RLIMIT_FSIZE, budget.tmp_mb * MB)
         _limit(resource.RLIMIT_AS, _address_space() + budget.memory_mb * MB)
@@ -337,6 +338,17 @@ def _dumps(message) -> bytes:
         ok, value = message
         return pickle.dumps((False, PermanentError(
             f"{type(value).__name__}: {value}" if not ok else f"result could not be returned: {exc}")))
+
+
+def _default_signals() -> None:
+    """The worker's handlers (Airflow logs SIGSEGV and carries on; it turns SIGTERM into an
+    exception) must not keep a crashed or stopped child alive: the child dies as a process."""
+    import faulthandler
+
+    faulthandler.disable()
+    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTERM,
+                signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _die_with_parent(parent: int) -> None:
