@@ -14,21 +14,9 @@ from PIL import Image
 from figalign.errors import BadInputError
 from figalign.parsers.ghostscript import render_eps
 from figalign.parsers.options import ParseOptions
+from tests.hostile_corpus import escaping_eps
 
 pytestmark = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) is not installed")
-
-
-def hostile_eps(secret: Path, target: Path) -> bytes:
-    """Paints the page black when it could read ``secret``, write ``target`` or list ``secret``."""
-    return f"""%!PS-Adobe-3.0 EPSF-3.0
-%%BoundingBox: 0 0 100 100
-/hits 0 def
-{{ ({secret}) (r) file 100 string readstring pop pop /hits hits 1 add def }} stopped pop
-{{ ({target}) (w) file dup (owned) writestring closefile /hits hits 1 add def }} stopped pop
-{{ ({secret.parent}/figalign-secret-*) {{ pop /hits hits 1 add def }} 400 string filenameforall }} stopped pop
-hits 0 gt {{ 0 setgray 0 0 100 100 rectfill }} {{ 0.5 setgray 40 40 20 20 rectfill }} ifelse
-showpage
-""".encode()
 
 
 def brightness(path: Path) -> float:
@@ -53,7 +41,7 @@ def test_the_crafted_eps_does_escape_plain_dsafer(planted, tmp_path):
     """The probe works: under plain -dSAFER with the default TMPDIR it reads, writes and lists."""
     secret, target = planted
     eps = tmp_path / "evil.eps"
-    eps.write_bytes(hostile_eps(secret, target))
+    eps.write_bytes(escaping_eps(secret, target))
     out = tmp_path / "plain.png"
     subprocess.run(["gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop", "-sDEVICE=png16m", "-r72",
                     f"-sOutputFile={out}", str(eps)], check=True, capture_output=True, timeout=60,
@@ -64,7 +52,7 @@ def test_the_crafted_eps_does_escape_plain_dsafer(planted, tmp_path):
 def test_sandboxed_render_touches_nothing_outside_its_folder(planted, tmp_path):
     secret, target = planted
     eps = tmp_path / "evil.eps"
-    eps.write_bytes(hostile_eps(secret, target))
+    eps.write_bytes(escaping_eps(secret, target))
     before = set(Path(tempfile.gettempdir()).glob("figalign-gs-*"))
     image = render_eps(eps, tmp_path / "out.png", ParseOptions())
     assert not target.exists()

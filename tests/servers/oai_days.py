@@ -10,42 +10,25 @@ each appears (stamped with its day) once the day has been listed once.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from tests.servers.fixtures_http import list_page
-from tests.servers.replay import send_reply
+from tests.servers.replay import LocalServer, send_reply
 
 NO_RECORDS = (b'<?xml version="1.0" encoding="UTF-8"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
               b'<responseDate>2026-12-01T00:00:00Z</responseDate><request verb="ListRecords">x</request>'
               b'<error code="noRecordsMatch">no records</error></OAI-PMH>')
 
 
-class OaiDays:
-    """Threaded server on 127.0.0.1; ``requests`` logs (from, until) of each listing."""
+class OaiDays(LocalServer):
+    """``requests`` logs (from, until) of each listing."""
 
     def __init__(self, days: dict[dt.date, list[bytes]], late: dict[dt.date, list[bytes]] | None = None):
         self.days = {d: list(r) for d, r in days.items()}
         self.late = {d: list(r) for d, r in (late or {}).items()}
         self.requests: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "OaiDays":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__()
 
     def listing(self, start: dt.date, until: dt.date) -> bytes:
         """The page for [start, until]; then release late records of the days just listed."""

@@ -81,22 +81,41 @@ def send_reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, header
         handler.close_connection = True
 
 
-class ReplayServer:
-    """Threaded HTTP server on 127.0.0.1, port chosen by the OS."""
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (port chosen by the OS), used as a context manager;
+    subclasses give ``_handler()`` the request handler class."""
 
     def __init__(self):
-        self.routes: dict[str, Reply] = {}
-        self.faults: dict[str, deque[Fault]] = defaultdict(deque)
-        self.hits: list[Hit] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
+    def _handler(self):
+        raise NotImplementedError
+
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class ReplayServer(LocalServer):
+    """Replays registered responses; faults and hits per route (see the module doc)."""
+
+    def __init__(self):
+        self.routes: dict[str, Reply] = {}
+        self.faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self.hits: list[Hit] = []
+        super().__init__()
 
     def add(self, path: str, body: bytes | str, *, params: dict[str, str] | None = None, status: int = 200,
             headers: dict[str, str] | None = None) -> str:
@@ -111,14 +130,6 @@ class ReplayServer:
 
     def count(self, prefix: str = "") -> int:
         return sum(1 for h in self.hits if h.key.startswith(prefix))
-
-    def __enter__(self) -> "ReplayServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def _next(self, key: str) -> tuple[Reply | None, Fault | None]:
         with self._lock:
