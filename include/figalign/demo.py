@@ -135,7 +135,23 @@ def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
     if exports:
         print(f"export + card:     {exports[-1].parent}")
     print("inspect:           .venv/bin/figalign status    |   make airflow  (UI at http://localhost:8080)")
+    for line in _service_hints(summary["stages"], settings):
+        print(line)
     return 0
+
+
+def _service_hints(stages: dict, settings) -> list[str]:
+    """What to set for the stages that were skipped for want of a service, and what then happens."""
+    lines = []
+    if stages.get("recaption", {}).get("counts", {}).get("skipped") and not settings.vllm_base_url:
+        lines.append("recaption skipped: set FIGALIGN_VLLM_BASE_URL=http://<host>:8000/v1 and FIGALIGN_VLLM_MODEL="
+                     "<served model> (a vLLM OpenAI-compatible server) and run `make demo` again: each kept figure "
+                     "gets a recaption, visible with `figalign explore` and in the export (see docs/recaption.md)")
+    if stages.get("score", {}).get("counts", {}).get("skipped"):
+        lines.append("score skipped: put the SciBERT and CLIP weights where FIGALIGN_PPPL_MODEL / FIGALIGN_CLIP_MODEL "
+                     "and FIGALIGN_CLIP_PRETRAINED point (a local folder or Hugging Face cache) to get PPPL and CLIP "
+                     "scores for original and recaptions, and the report's before/after comparison")
+    return lines
 
 
 def _print_figures(settings) -> None:

@@ -95,12 +95,14 @@ def build_harvest_dag(source: str) -> DAG:
         tags=TAGS + ["harvest", source],
         doc_md=_doc(f"harvest_{source}"),
         params={
-            "sets": Param([], type="array", items={"type": "string"},
+            # "null" in a type makes the trigger form show the field as optional
+            "sets": Param([], type=["array", "null"], items={"type": "string"},
                           description="OAI-PMH sets, e.g. cs, physics:astro-ph, q-bio (empty = all)"),
             "limit": Param(None, type=["null", "integer"], minimum=1,
                            description="stop after this many records (testing)"),
-            "force": Param(False, type="boolean", description="harvest the window again even if it completed"),
-            "process_licences": Param([], type="array", items={"type": "string", "enum": LICENCE_IDS},
+            "force": Param(False, type=["boolean", "null"],
+                           description="harvest the window again even if it completed"),
+            "process_licences": Param([], type=["array", "null"], items={"type": "string", "enum": LICENCE_IDS},
                                       description="licences to process (empty = every licence of the source's "
                                                   "open-access set); others are recorded as excluded"),
         },
@@ -117,8 +119,8 @@ def build_harvest_dag(source: str) -> DAG:
             run_after = ctx["dag_run"].run_after
             return harvest_window(source, ctx.get("data_interval_start") or run_after,
                                   ctx.get("data_interval_end") or run_after,
-                                  sets=params["sets"], limit=params["limit"], force=params["force"],
-                                  process_licences=params["process_licences"],
+                                  sets=params["sets"] or [], limit=params["limit"], force=bool(params["force"]),
+                                  process_licences=params["process_licences"] or [],
                                   ctx=run_context(ctx), settings=task_settings())
 
         harvest()
@@ -255,8 +257,8 @@ def build_export_dag() -> DAG:
         default_args=DEFAULT_ARGS, tags=TAGS + ["export"], doc_md=_doc("export"),
         params={
             "format": Param("all", enum=["all", "s1mmalign", "webdataset", "parquet"], description="export format"),
-            "out": Param("", type="string", description="output folder (default: data/exports/<run date>)"),
-            "incremental": Param(True, type="boolean", description="only records new since the last export"),
+            "out": Param("", type=["string", "null"], description="output folder (default: data/exports/<run date>)"),
+            "incremental": Param(True, type=["boolean", "null"], description="only records new since the last export"),
         },
     ) as dag:
 
@@ -266,7 +268,7 @@ def build_export_dag() -> DAG:
 
             ctx = get_current_context()
             p = ctx["params"]
-            return export_dataset(p["format"], p["out"] or None, incremental=p["incremental"],
+            return export_dataset(p["format"], p["out"] or None, incremental=p["incremental"] is not False,
                                   label=ctx["data_interval_end"].strftime("%Y-%m-%d"), settings=task_settings())
 
         export()

@@ -135,3 +135,14 @@ def test_a_process_allow_list_excludes_other_licences_with_a_reason():
     assert licence_policy("arxiv", []).process_exclusion("arxiv-nonexclusive") is None
     with pytest.raises(ConfigError):
         licence_policy("arxiv", ["gpl"])
+
+
+def test_trigger_forms_mark_only_parameters_without_defaults_as_required(dagbag):
+    """The form shows a field as required unless its type admits null: a parameter whose
+    default is empty or false (sets, force, licences, out …) must not look required."""
+    for dag in dagbag.dags.values():
+        for name, param in dag.params.items():
+            kinds = param.schema.get("type")
+            if kinds is None or param.value not in ([], False, "", None):
+                continue  # enum-only, or prefilled with a real value (batch sizes, the folder)
+            assert "null" in (kinds if isinstance(kinds, list) else [kinds]), (dag.dag_id, name, kinds)

@@ -60,14 +60,50 @@ def main() -> int:
     env = airflow_env(home, port)
     password = prepare(home, env)
     print(f"\nAirflow UI: http://localhost:{port}/  login: admin / {password}\n"
-          f"AIRFLOW_HOME={home}  (Ctrl-C stops everything)\n", flush=True)
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "standalone"], env=env,
-                            start_new_session=True)
+          f"AIRFLOW_HOME={home}\n"
+          f"stop it: Ctrl-C here, close this terminal, or `kill {os.getpid()}`: every Airflow process goes\n",
+          flush=True)
+    return run_group([str(Path(sys.executable).with_name("airflow")), "standalone"], env)
+
+
+def run_group(cmd: list[str], env: dict[str, str] | None = None, grace_s: float = 20.0) -> int:
+    """Run ``cmd`` in a process group of its own and take the whole group down with us.
+
+    ``airflow standalone`` starts a dozen processes (scheduler, api-server, dag-processor,
+    triggerer, executor workers); Ctrl-C, a closed terminal (SIGHUP) or a plain ``kill``
+    (SIGTERM) of this process stops them all: SIGTERM to the group, SIGKILL after ``grace_s``.
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum, _frame):
+        _stop_group(proc, grace_s)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, stop)
+    return proc.wait()
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(proc.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
-        return proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
