@@ -1,6 +1,6 @@
 """Airflow UI plugin: the figalign dataset explorer, inside the Airflow api-server.
 
-Registers the explorer's FastAPI app at ``/figalign`` and a "Dataset explorer" entry in the
+Registers the explorer's FastAPI app at ``/figalign`` and a "Figures" entry in the
 UI navigation (an external view shown in the UI's iframe). Every route depends on
 Airflow's own authentication (``requires_access_view(WEBSITE)``: a signed-in user allowed
 to see the Airflow website), so the explorer is exactly as private as the UI itself.
@@ -66,7 +66,7 @@ class FigalignExplorerPlugin(AirflowPlugin):
     name = "figalign_explorer"
     fastapi_apps = [{"app": explorer_app, "url_prefix": URL_PREFIX, "name": "figalign dataset explorer"}]
     external_views = [{
-        "name": "Dataset explorer",
+        "name": "Figures",  # the nav shows ~8 characters: "Dataset explorer" read "Dataset …"
         "href": URL_PREFIX + "/",
         "destination": "nav",
         "url_route": "figalign-explorer",

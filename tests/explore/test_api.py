@@ -398,3 +398,34 @@ def test_figure_type_label_is_shown_and_filterable(explorer, engine):
     assert "figtype:bar chart" in html and "zero-shot figure type &#39;bar chart&#39;" in html
     resp = client.get("/api/figures", params={"metric": "figtype:bar chart", "metric_min": "0.5"})
     assert ids(resp) == [fid]
+
+
+def test_paper_level_failures_link_to_a_paper_list(explorer, engine):
+    """A paper that failed fetch has no figures: the stage view links to the papers instead."""
+    from figalign.store.db import session_scope
+    from figalign.store.models import FigureRow, StageRun
+    from figalign.store.upsert import upsert
+
+    client, sd, _ = explorer
+    with session_scope(engine) as s:
+        paper_id = s.get(FigureRow, sd.pone_figures["1"]).paper_id
+        upsert(s, StageRun, dict(stage="fetch", entity_type="paper", entity_id=str(paper_id), status="failed",
+                                 attempts=4, max_attempts=4, reason="HttpStatusError: GET …/pdf: HTTP 404", output={}),
+               ("stage", "entity_type", "entity_id"))
+    html = client.get("/stages").text
+    assert "/papers?stage=fetch&amp;status=failed&amp;reason=HttpStatusError" in html
+    body = client.get("/api/papers", params={"stage": "fetch", "status": "failed"}).json()
+    assert [(p["id"], p["attempts"]) for p in body["items"]] == [(paper_id, 4)] and body["next_cursor"] is None
+    page = client.get("/papers", params={"stage": "fetch", "status": "failed"}).text
+    assert f'data-paper-id="{paper_id}"' in page and "HTTP 404" in page
+    assert client.get("/api/papers", params={"stage": "filter"}).status_code == 400
+
+
+def test_the_first_view_shows_what_the_dataset_holds(explorer):
+    client, sd, _ = explorer
+    first = client.get("/").text
+    assert 'class="noimg"' not in first and 'data-figure-id="%d"' % sd.futoma_figures["5"] not in first  # a duplicate
+    assert 'data-figure-id="%d"' % sd.futoma_figures["5"] in client.get("/?show=all").text
+    dataset = ids(client.get("/api/figures", params={"show": "dataset"}))
+    assert sd.futoma_figures["5"] not in dataset and len(dataset) == 7
+    assert client.get("/api/figures", params={"show": "nonsense"}).status_code == 400

@@ -91,11 +91,15 @@ def test_grid_and_figure_page_show_what_a_person_expects(served, browser, tmp_pa
     from selenium.webdriver.common.by import By
 
     base, sd = served
-    browser.get(base + "/")
+    browser.get(base + "/")  # the default view: what the dataset holds, every card an image
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")
-    assert len(cards) == 8
+    assert len(cards) == 7 and not browser.find_elements(By.CSS_SELECTOR, ".noimg")
     widths = wait_images(browser, ".card img")
-    assert len(widths) == 8 and all(w > 0 for w in widths), widths
+    assert len(widths) == 7 and all(w > 0 for w in widths), widths
+    assert "no image" not in browser.find_element(By.ID, "grid").text
+    browser.get(base + "/?show=all")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 8  # the duplicate too
+    browser.get(base + "/")
     assert "Distribution of GAS pharyngitis" in browser.find_element(By.ID, "grid").text
     browser.save_screenshot(str(tmp_path / "grid.png"))
 

@@ -63,6 +63,9 @@ class _TTLCache:
         return value
 
 
+SHOWS = (("dataset", "kept for the dataset"), ("with-image", "has an image"), ("all", "every figure"))
+
+
 def grid_query_from(params: Mapping[str, str]) -> Q.GridQuery:
     """Build a GridQuery from query parameters; empty form fields mean "not set"."""
     values: dict[str, Any] = {}
@@ -222,14 +225,17 @@ def create_app(settings: Settings | None = None, auth_dependency: Callable | Non
 
     @app.get("/", response_class=HTMLResponse)
     def grid_page(request: Request, session: Session = Depends(db)) -> str:
-        query = grid_query_from(request.query_params)
+        # a first visit (no filters) shows what the dataset holds: kept figures with an image;
+        # any filter (e.g. a stage view link to failures) searches every figure unless told
+        params = dict(request.query_params) or {"show": "dataset"}
+        query = grid_query_from(params)
         page = Q.grid(session, query)
         fc = facets(session)
         selects = [("source", "source", fc["sources"]), ("discipline", "discipline", fc["disciplines"]),
                    ("licence", "licence", fc["licences"]), ("kind", "kind", fc["kinds"]),
                    ("stage", "stage", fc["stages"])]
         return render("grid", base=_base(request), items=page.items, facets=fc, selects=selects,
-                      statuses=STAGE_STATUSES, sorts=SORTS, params=dict(request.query_params),
+                      statuses=STAGE_STATUSES, sorts=SORTS, params=params, shows=SHOWS,
                       next_url=_next_url(request, "/", page.next_cursor))
 
     @app.get("/figure/{figure_id}", response_class=HTMLResponse)
@@ -248,6 +254,19 @@ def create_app(settings: Settings | None = None, auth_dependency: Callable | Non
         rows = sorted(table.items(), key=lambda kv: _stage_rank(kv[0]))
         return render("stages", base=_base(request), table=rows, statuses=STAGE_STATUSES,
                       failures=data["failures"], ttl=int(CACHE_TTL_S))
+
+    @app.get("/api/papers")
+    def api_papers(stage: str, status: str | None = None, reason: str | None = None, cursor: str | None = None,
+                   session: Session = Depends(db)) -> dict[str, Any]:
+        page = Q.papers_in_stage(session, stage, status, reason, cursor=cursor)
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+    @app.get("/papers", response_class=HTMLResponse)
+    def papers_page(request: Request, stage: str, status: str | None = None, reason: str | None = None,
+                    cursor: str | None = None, session: Session = Depends(db)) -> str:
+        page = Q.papers_in_stage(session, stage, status, reason, cursor=cursor)
+        return render("papers", base=_base(request), items=page.items, stage=stage, status=status, reason=reason,
+                      next_url=_next_url(request, "/papers", page.next_cursor))
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare_page(request: Request, by: str = "prompt_hash", a: str = "", b: str = "",

@@ -59,6 +59,9 @@ STAGE_ORDER = ("harvest", "fetch", "parse", "filter", "recaption", "score", "exp
 CAPTION_KINDS = ("original", "recaption")
 
 
+SHOW_CHOICES = ("dataset", "with-image", "all")
+
+
 @dataclass(frozen=True)
 class GridQuery:
     """What the grid was asked for: filters, sort and page, validated."""
@@ -79,8 +82,11 @@ class GridQuery:
     sort: str = "-id"
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+    show: str = "all"  # dataset: what an export would take (kept, with an image) | with-image | all
 
     def __post_init__(self) -> None:
+        if self.show not in SHOW_CHOICES:
+            raise BadInputError(f"show must be one of {SHOW_CHOICES}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadInputError(f"limit must be between 1 and {MAX_LIMIT}")
         if self.metric_kind not in CAPTION_KINDS:
@@ -174,6 +180,10 @@ def reason_key():
 
 def _filters(query: GridQuery, fig, paper) -> list:
     conds = []
+    if query.show in ("dataset", "with-image"):
+        conds.append(fig.image_artifact_id.is_not(None))
+    if query.show == "dataset":
+        conds.append(fig.filter_reason.is_(None))
     for column, value in ((paper.source, query.source), (paper.discipline, query.discipline),
                           (paper.licence, query.licence), (fig.kind, query.kind),
                           (fig.filter_reason, query.filter_reason)):
@@ -381,6 +391,33 @@ def top_failures(session: Session, stages: list[str], limit: int = 10) -> list[d
             out.append(dict(stage=stage, status=r.status, reason=r.reason, count=r.n, example_entity=r.example,
                             entity_type=r.entity_type))
     return out
+
+
+def papers_in_stage(session: Session, stage: str, status: str | None = None, reason: str | None = None, *,
+                    limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """Papers whose ``stage`` row (a paper-level stage: fetch, parse) has this status and reason.
+
+    Paper-level failures have no figures to show (a paper that failed fetch has none), so the
+    stage view links here instead of to the figure grid. Walks papers in id order.
+    """
+    if STAGE_ENTITY.get(stage) != "paper":
+        raise BadInputError(f"{stage} is not a paper-level stage")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadInputError(f"limit must be between 1 and {MAX_LIMIT}")
+    conds = [StageRun.stage == stage, StageRun.entity_type == "paper", StageRun.entity_id == cast(Paper.id, String)]
+    if status:
+        conds.append(StageRun.status == status)
+    if reason:
+        conds.append(reason_key() == reason)
+    stmt = select(Paper.id, Paper.source, Paper.external_id, Paper.version, Paper.title, StageRun.status,
+                  reason_key().label("reason"), StageRun.attempts).join(StageRun, and_(*conds))
+    if cursor:
+        stmt = stmt.where(Paper.id > decode_cursor(cursor)[1])
+    rows = session.execute(stmt.order_by(Paper.id).limit(limit + 1)).all()
+    items = [dict(id=r.id, source=r.source, external_id=r.external_id, version=r.version, title=r.title,
+                  status=r.status, reason=r.reason, attempts=r.attempts) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items, encode_cursor(None, items[-1]["id"]) if more and items else None)
 
 
 # --- comparison view ---------------------------------------------------------------------

@@ -57,6 +57,8 @@ GRID = """{% extends "layout" %}{% block main %}
 <option title="{{ metric_tip(o, '') }}"{% if params.get('metric') == o %} selected{% endif %}>{{ o }}</option>{% endfor %}</select></label>
 <label>min<input name="metric_min" size="5" value="{{ params.get('metric_min', '') }}"></label>
 <label>max<input name="metric_max" size="5" value="{{ params.get('metric_max', '') }}"></label>
+<label>show<select name="show">{% for value, label in shows %}
+<option value="{{ value }}"{% if params.get('show', 'all') == value %} selected{% endif %}>{{ label }}</option>{% endfor %}</select></label>
 <label>sort<select name="sort">{% for value, label in sorts %}
 <option value="{{ value }}"{% if params.get('sort', '-id') == value %} selected{% endif %}>{{ label }}</option>{% endfor %}</select></label>
 <button type="submit">Apply</button></form>
@@ -110,8 +112,16 @@ STAGES = """{% extends "layout" %}{% block main %}<h1>Stages</h1>
 </table><div class="meta">Counts are cached for {{ ttl }} s.</div></div>
 <div class="panel"><h2>Top failure and skip reasons</h2><table id="failures"><tr><th>stage</th><th>status</th><th>reason</th><th>count</th><th>examples</th></tr>
 {% for f in failures %}<tr><td>{{ f.stage }}</td><td>{{ f.status }}</td><td>{{ f.reason }}</td><td>{{ f.count }}</td>
-<td>{% if f.entity_type in ('figure', 'paper', 'caption') %}<a href="{{ base }}/?{{ {'stage': f.stage, 'status': f.status, 'reason': f.reason}|qs }}">figures</a>{% else %}{{ f.entity_type }} {{ f.example_entity }}{% endif %}{% if f.entity_type == 'figure' %} · <a href="{{ base }}/figure/{{ f.example_entity }}">one example</a>{% endif %}</td></tr>
+<td>{% if f.entity_type in ('figure', 'caption') %}<a href="{{ base }}/?{{ {'stage': f.stage, 'status': f.status, 'reason': f.reason}|qs }}">figures</a>{% elif f.entity_type == 'paper' %}<a href="{{ base }}/papers?{{ {'stage': f.stage, 'status': f.status, 'reason': f.reason}|qs }}">papers</a>{% else %}{{ f.entity_type }} {{ f.example_entity }}{% endif %}{% if f.entity_type == 'figure' %} · <a href="{{ base }}/figure/{{ f.example_entity }}">one example</a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="4" class="meta">no failures recorded</td></tr>{% endfor %}</table></div>{% endblock %}"""
+
+PAPERS = """{% extends "layout" %}{% block main %}<h1>Papers: {{ stage }}{% if status %} · {{ status }}{% endif %}</h1>
+{% if reason %}<div class="meta">reason: {{ reason }}</div>{% endif %}
+<div class="panel"><table id="papers"><tr><th>paper</th><th>title</th><th>status</th><th>attempts</th><th>reason</th></tr>
+{% for p in items %}<tr data-paper-id="{{ p.id }}"><td>{{ p.source }}:{{ p.external_id }}{% if p.version %} v{{ p.version }}{% endif %}</td>
+<td>{{ p.title or '' }}</td><td>{{ p.status }}</td><td>{{ p.attempts }}</td><td>{{ p.reason }}</td></tr>
+{% else %}<tr><td colspan="5" class="meta">no papers match</td></tr>{% endfor %}</table></div>
+<div class="pager">{% if next_url %}<a id="next" href="{{ next_url }}">Next page →</a>{% endif %}</div>{% endblock %}"""
 
 COMPARE = """{% extends "layout" %}{% block main %}<h1>Compare recaptions</h1>
 <form class="filters" method="get" action="{{ base }}/compare"><label>by<select name="by">
@@ -139,7 +149,7 @@ def safe_url(value) -> bool:
 
 
 def _env() -> Environment:
-    env = Environment(loader=DictLoader({"layout": LAYOUT, "grid": GRID, "figure": FIGURE, "stages": STAGES,
+    env = Environment(loader=DictLoader({"layout": LAYOUT, "grid": GRID, "figure": FIGURE, "stages": STAGES, "papers": PAPERS,
                                          "compare": COMPARE}),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["highlight"] = highlight
