@@ -17,8 +17,8 @@ def _run(args: argparse.Namespace) -> int:
     from figalign.pipeline import run_stage
 
     total_claimed = 0
-    for _ in range(args.max_batches):
-        result = run_stage(args.stage, size=args.batch_size)
+    for i in range(args.max_batches):
+        result = run_stage(args.stage, size=args.batch_size, discover=i == 0)
         print(json.dumps(result))
         total_claimed += int(result.get("claimed", 0))
         if not result.get("claimed"):

@@ -171,7 +171,8 @@ def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
         from figalign.pipeline import run_stage
 
         ctx = get_current_context()
-        return run_stage(stage, size=batch, ctx=run_context(ctx), settings=task_settings())
+        # plan_<stage> queued the work: a batch only claims (see pipeline.run_stage)
+        return run_stage(stage, size=batch, ctx=run_context(ctx), settings=task_settings(), discover=False)
 
     return run
 

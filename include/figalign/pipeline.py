@@ -52,16 +52,22 @@ def make_stage(name: str, settings: Settings):
 
 
 def run_stage(name: str, *, size: int = 50, ctx: RunContext | None = None,
-              settings: Settings | None = None, **options: Any) -> dict[str, Any]:
-    """Claim and process one batch of ``name``; return counts (small enough for XCom)."""
+              settings: Settings | None = None, discover: bool = True, **options: Any) -> dict[str, Any]:
+    """Claim and process one batch of ``name``; return counts (small enough for XCom).
+
+    ``discover=False`` when the work was queued already (Airflow's ``plan_<stage>``; a CLI
+    loop after its first batch): re-queueing in every batch would put back the items an
+    earlier batch of the same run skipped (e.g. for want of model weights) again and again.
+    """
     settings = settings or load_settings()
     engine = get_engine(settings)
     ctx = ctx or RunContext.local()
     if name in STAGE_FUNCTIONS:
         module, fn = STAGE_FUNCTIONS[name]
-        result = getattr(importlib.import_module(module), fn)(engine, settings, size, ctx, **options)
+        result = getattr(importlib.import_module(module), fn)(engine, settings, size, ctx, discover=discover,
+                                                              **options)
     else:
-        result = run_batch(make_stage(name, settings), engine, size=size, ctx=ctx)
+        result = run_batch(make_stage(name, settings), engine, size=size, ctx=ctx, discover=discover)
     return result.as_dict() if isinstance(result, BatchSummary) else dict(result)
 
 
