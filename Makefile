@@ -47,6 +47,7 @@ bench: $(STAMP)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 eval: $(STAMP)
+	@mkdir -p data/eval
 	$(BIN)/python ../shared/eval/score_parse.py ../shared/corpus --cmd "$(BIN)/figalign parse" --json data/eval/score.json
 
 clean-data:
