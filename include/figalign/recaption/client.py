@@ -25,6 +25,7 @@ import anyio
 import httpx2
 import openai
 
+from figalign.clients.retry_after import parse_retry_after
 from figalign.config import Settings
 from figalign.errors import ConfigError, PermanentError, TransientError
 
@@ -89,16 +90,8 @@ class CompletionResult:
 
 
 def _retry_after(response: httpx2.Response | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form; HTTP dates are ignored)."""
-    if response is None:
-        return None
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    """Seconds from the response's Retry-After header (seconds or an HTTP date)."""
+    return None if response is None else parse_retry_after(response.headers.get("retry-after"))
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
