@@ -214,7 +214,7 @@ def test_limit_caps_the_figures_claimed(tmp_path, server):
 def test_cli_dry_run_prints_the_request_and_writes_nothing(tmp_path, monkeypatch, capsys):
     import argparse
 
-    from figalign.cli_recaption import add_commands
+    from figalign.cli.recaption import add_commands
 
     engine, settings, ids = _store(tmp_path, figures=1)
     monkeypatch.setenv("FIGALIGN_DATABASE_URL", settings.database_url)
