@@ -349,7 +349,7 @@ def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"
 
     Written into the card (``dataset_info``) and ``features.json`` so loaders need not
     guess types from the first samples (WebDataset inference looks at five). Exports use
-    ``features_dict`` (the same, as ``Features.to_dict()``, without importing ``datasets``).
+    ``features_dict`` (the same, as ``Features.to_dict()``).
     """
     try:
         import datasets
