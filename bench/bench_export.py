@@ -12,7 +12,8 @@ photographic panels) with captions, contexts, recaptions and metrics, then times
 MB/s counts image bytes only, for every row, so the ratio is the export's overhead.
 "data" times the samples → shards → manifest path (what grows with the dataset); "with
 card" adds the dataset card, its plots and the store's exports row, a fixed cost
-(~0.25 s here once matplotlib is imported; the card does not import ``datasets``).
+(~0.25 s here once matplotlib is imported, plus importing ``datasets`` once per process:
+the card's features are ``datasets.Features``).
 Each timed run starts after ``os.sync`` (untimed); one warm-up round is not counted.
 ``--tmp /dev/shm`` takes the disk out (writes are memory copies), which makes the
 baseline faster and the ratios a measure of the export's own CPU work.

@@ -7,7 +7,8 @@ the client's CPU time per request, for small (~64 KB PNG, sent as is) and realis
 images (corpus figures: PNGs sent as is, large TIFFs decoded, downscaled to the pixel
 budget and re-encoded). A single-threaded breakdown of the client's per-request work
 (image encode, request build with base64, JSON serialisation) says where the time goes.
-Requests take the recaption stage's own path (``figalign.stages.recaption.ask_all``), minus the store.
+Requests take the recaption stage's own path (``RecaptionStage.compute_async`` under its
+``async_resources``, as ``stages.base.run_batch`` runs it), minus the store.
 
     .venv/bin/python bench/bench_recaption.py [--requests 1280] [--realistic-requests 320] [--in-flight 64] [--latency 0.3]
 """
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -31,9 +33,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from figalign.recaption.client import VllmClient, VllmConfig  # noqa: E402
+from figalign.config import Settings  # noqa: E402
 from figalign.recaption.prompt import ContextIn, PromptOptions, RecaptionInput, encode_image  # noqa: E402
-from figalign.stages.recaption import Work, ask_all, build_pair  # noqa: E402
+from figalign.stages.recaption import RecaptionStage, Work, build_pair  # noqa: E402
 from figalign.store.queue import Claimed  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "jats"
@@ -75,19 +77,25 @@ async def _run(base_url: str, items: list[RecaptionInput], n: int, in_flight: in
                options: PromptOptions) -> tuple[float, float]:
     """Wall and CPU seconds of the ``n`` measured requests (client start and warm-up excluded).
 
-    Requests go through the recaption stage's own concurrent path (``ask_all``: builds in
-    worker threads, bounded, then ``complete()``), minus the store.
+    Requests go through the recaption stage's own concurrent path (``compute_async``: builds
+    in worker threads, bounded, then ``complete()``), minus the store.
     """
-    config = VllmConfig(base_url, MODEL, timeout_s=60, max_in_flight=in_flight)
-    async with VllmClient(config) as client:
-        await ask_all(client, _works(items, 1), MODEL, options)  # warm the pool's first connection
+    settings = replace(Settings(), vllm_base_url=base_url, vllm_model=MODEL)
+    stage = RecaptionStage(settings, options=options, model=MODEL,
+                           client_overrides={"timeout_s": 60, "max_in_flight": in_flight})
+
+    async def ask(works: list[Work]) -> list:
+        return await asyncio.gather(*(stage.compute_async(w.item, w) for w in works), return_exceptions=True)
+
+    async with stage.async_resources():
+        await ask(_works(items, 1))  # warm the pool's first connection
         works = _works(items, n)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        await ask_all(client, works, MODEL, options)
+        outcomes = await ask(works)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    failed = [w.outcome.reason for w in works if w.result is None]
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
     if failed:
-        raise SystemExit(f"{len(failed)} of {n} requests failed, e.g. {failed[0]}")
+        raise SystemExit(f"{len(failed)} of {n} requests failed, e.g. {failed[0]!r}")
     return wall, cpu
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from figalign.clients.grobid import GrobidClient, GrobidConfig, retry_after_seconds
+from figalign.clients.grobid import GrobidClient, GrobidConfig
+from figalign.clients.retry_after import parse_retry_after
 from figalign.errors import ConfigError, PermanentError, TransientError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tei"
@@ -195,9 +196,9 @@ def test_config_validation_and_retry_after_parsing():
         GrobidConfig(url="localhost:8070")
     with pytest.raises(ConfigError):
         GrobidConfig(url="http://x", max_concurrency=0)
-    assert retry_after_seconds("12") == 12.0
-    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
 
 
 @pytest.mark.skipif(not (SHARED / "corpus" / "grobid_tei" / "0046d83a.pdf").is_file(),

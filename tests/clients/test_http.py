@@ -13,9 +13,9 @@ from figalign.clients.http import (
     HttpStatusError,
     PoliteHttp,
     RetryPolicy,
-    parse_retry_after,
     user_agent,
 )
+from figalign.clients.retry_after import parse_retry_after
 from figalign.errors import BadInputError, TransientError
 from tests.conftest import FIXTURES
 from tests.servers.replay import Fault, ReplayServer
@@ -120,6 +120,18 @@ def test_retry_after_http_date():
     assert parse_retry_after("120") == 120
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412400.0) == pytest.approx(80, abs=1)
     assert parse_retry_after("soon") is None
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00") is None  # no zone: not an HTTP date
+
+
+def test_every_client_shares_the_one_retry_after_parser():
+    import httpx2
+
+    from figalign.recaption.client import _retry_after
+
+    when = "Wed, 21 Oct 2015 07:28:00 GMT"
+    response = httpx2.Response(429, headers={"Retry-After": when})
+    assert _retry_after(response) == parse_retry_after(when) == 0.0  # the date form, not ignored
 
 
 def test_limiter_spaces_threads_sharing_the_lock_dir(server, tmp_path):

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from figalign.cli_metrics import add_commands
+from figalign.cli.metrics import add_commands
 from figalign.report import write_report
 from figalign.store.db import session_scope
 from figalign.store.models import Metric

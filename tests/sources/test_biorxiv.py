@@ -298,7 +298,7 @@ def test_fetch_downloads_pdf_and_jats_and_parse_chooses_the_pdf(engine, server, 
 def test_pipeline_and_cli_accept_biorxiv_and_medrxiv(sqlite_engine, sqlite_url, server, tmp_path, monkeypatch):
     import argparse
 
-    from figalign.cli_harvest import add_commands
+    from figalign.cli.harvest import add_commands
     from figalign.config import load_settings
     from figalign.pipeline import harvest_window as pipeline_harvest
 

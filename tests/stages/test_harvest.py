@@ -192,7 +192,7 @@ def test_pmc_window_resolves_versions_licences_retractions_and_absences(engine, 
 def test_cli_registers_commands():
     import argparse
 
-    from figalign.cli_harvest import add_commands
+    from figalign.cli.harvest import add_commands
 
     ap = argparse.ArgumentParser()
     add_commands(ap.add_subparsers(dest="command"))

@@ -31,6 +31,8 @@ def test_parse_stage_writes_figures_captions_contexts_and_images(engine, db_url,
         figs = s.scalars(select(FigureRow).where(FigureRow.paper_id == plos.id).order_by(FigureRow.ordinal)).all()
         assert [f.number for f in figs if f.kind == "figure"] == ["1", "2", "3"]
         fig1 = figs[0]
+        prefix = f"{plos.source}:{plos.external_id}{plos.version and 'v' + plos.version.lstrip('v')}:"
+        assert fig1.figure_key == prefix + "fig1"  # the paper id once, not repeated from the parser's id
         image = s.get(Artifact, fig1.image_artifact_id)
         assert image.media_type == "image/png" and image.size > 1000 and fig1.width > 100
         caption = s.scalars(select(Caption).where(Caption.figure_id == fig1.id, Caption.kind == "original")).one()

@@ -53,7 +53,7 @@ def test_panels_and_no_image_reasons_reach_the_store_and_status(engine, db_url, 
         assert missing_image_reasons(s) == {"tikz-without-pdf": 1}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from figalign.cli_pipeline import _status
+    from figalign.cli.pipeline import _status
 
     assert _status(argparse.Namespace()) == 0
     out = capsys.readouterr().out

@@ -189,16 +189,18 @@ def test_store_failure_while_recording_fails_the_batch_and_leaves_items_claimed(
     """Trouble with the store is the batch's: it raises, and what was not recorded stays claimed
     (running, leased) for a later run instead of being marked anything it is not."""
     engine, settings, ids = _store(tmp_path, server, figures=3)
-    real = stage_mod._record
+    from figalign.stages import base
+
+    real = base.settle
     calls = []
 
-    def flaky(engine_, stage, work):
-        calls.append(work.item.entity_id)
+    def flaky(stage, engine_, item, produce, not_ready=None):
+        calls.append(item.entity_id)
         if len(calls) == 2:
             raise stage_mod.TransientError("store went away")
-        return real(engine_, stage, work)
+        return real(stage, engine_, item, produce, not_ready)
 
-    monkeypatch.setattr(stage_mod, "_record", flaky)
+    monkeypatch.setattr(base, "settle", flaky)
     with pytest.raises(stage_mod.TransientError, match="store went away"):
         run_recaption_batch(engine, settings, 3, client_overrides=FAST)
     statuses = sorted(r.status for r in _runs(engine).values())
@@ -214,7 +216,7 @@ def test_limit_caps_the_figures_claimed(tmp_path, server):
 def test_cli_dry_run_prints_the_request_and_writes_nothing(tmp_path, monkeypatch, capsys):
     import argparse
 
-    from figalign.cli_recaption import add_commands
+    from figalign.cli.recaption import add_commands
 
     engine, settings, ids = _store(tmp_path, figures=1)
     monkeypatch.setenv("FIGALIGN_DATABASE_URL", settings.database_url)

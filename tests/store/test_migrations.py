@@ -34,3 +34,53 @@ def test_upgrade_is_repeatable(db_url):
     migrate.upgrade(db_url)
     migrate.upgrade(db_url)
     assert migrate.current_revision(db_url) == migrate.head_revision()
+
+
+def _seed_old_keys(db_url):
+    """A store at 0004 holding keys in the old, repeated-id form (and one duplicate's reason)."""
+    from figalign.store.db import session_scope
+    from figalign.store.models import FigureRow, Paper
+
+    migrate.upgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    with session_scope(engine) as s:
+        arxiv = Paper(source="arxiv", external_id="1706.03762", version="v5", title="T", authors=[], categories=[])
+        pmc = Paper(source="pmc", external_id="PMC176545", version="", title="P", authors=[], categories=[])
+        s.add_all([arxiv, pmc])
+        s.flush()
+        rows = [
+            FigureRow(figure_key="arxiv:1706.03762v5:1706.03762:fig1", paper_id=arxiv.id, kind="figure",
+                      parser="latex", parser_version="1"),
+            FigureRow(figure_key="pmc:PMC176545:PMC176545:fig2", paper_id=pmc.id, kind="figure", parser="jats",
+                      parser_version="1", filter_reason="duplicate-of:arxiv:1706.03762v5:1706.03762:fig1"),
+            FigureRow(figure_key="pmc:PMC176545:tab#1", paper_id=pmc.id, kind="table", parser="jats",
+                      parser_version="1"),  # already short: left alone
+        ]
+        s.add_all(rows)
+    return engine
+
+
+def _keys(engine):
+    from sqlalchemy import select
+
+    from figalign.store.models import FigureRow
+
+    with engine.connect() as conn:
+        return dict(conn.execute(select(FigureRow.figure_key, FigureRow.filter_reason)).all())
+
+
+def test_0005_drops_the_repeated_paper_id_from_figure_keys_and_back(db_url):
+    engine = _seed_old_keys(db_url)
+    migrate.upgrade(db_url, "0005")
+    assert _keys(engine) == {
+        "arxiv:1706.03762v5:fig1": None,
+        "pmc:PMC176545:fig2": "duplicate-of:arxiv:1706.03762v5:fig1",
+        "pmc:PMC176545:tab#1": None,
+    }
+    migrate.downgrade(db_url, "0004")
+    assert _keys(engine) == {
+        "arxiv:1706.03762v5:1706.03762:fig1": None,
+        "pmc:PMC176545:PMC176545:fig2": "duplicate-of:arxiv:1706.03762v5:1706.03762:fig1",
+        "pmc:PMC176545:PMC176545:tab#1": None,
+    }
+    engine.dispose()

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from figalign.clients.retry_after import parse_retry_after
 from figalign.errors import BadInputError, ConfigError, FigalignError, PermanentError, TransientError, error_class
 
 log = logging.getLogger(__name__)
@@ -70,19 +69,6 @@ class GrobidResult:
     @property
     def ok(self) -> bool:
         return self.tei is not None
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class GrobidClient:
@@ -194,7 +180,7 @@ def _classify(r) -> str:
     body = (r.text or "").strip().replace("\n", " ")[:300]
     if r.status_code in TRANSIENT_STATUS:
         raise TransientError(f"GROBID HTTP {r.status_code}: {body or r.reason}",
-                             retry_after=retry_after_seconds(r.headers.get("Retry-After")))
+                             retry_after=parse_retry_after(r.headers.get("Retry-After")))
     if r.status_code == 204:
         raise PermanentError("GROBID extracted nothing from this PDF (HTTP 204)")
     raise PermanentError(f"GROBID HTTP {r.status_code}: {body or r.reason}")

@@ -16,7 +16,6 @@ are ``TransientError`` (retried with exponential back-off and jitter, honouring
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import fcntl
 import hashlib
 import logging
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from figalign import __version__
+from figalign.clients.retry_after import parse_retry_after
 from figalign.errors import BadInputError, ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -312,17 +312,3 @@ def _raise_for_status(resp: requests.Response, url: str) -> None:
     if status == 429 or status >= 500 or status == 408:
         raise TransientError(f"GET {url}: HTTP {status}", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
     raise HttpStatusError(f"GET {url}: HTTP {status}", status=status, url=url)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))

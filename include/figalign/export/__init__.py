@@ -8,9 +8,7 @@ output folder; ``all`` writes one sub-folder per format, each a self-contained d
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import importlib
 import logging
 import time
@@ -45,27 +43,6 @@ def last_export_time(engine: Engine, fmt: str) -> dt.datetime | None:
     """When the latest export of ``fmt`` was made: the ``since`` of an incremental export."""
     with session_scope(engine) as session:
         return session.execute(select(func.max(Export.created_at)).where(Export.format == fmt)).scalar()
-
-
-@contextlib.contextmanager
-def frozen_heap():
-    """Keep the objects alive before the export out of the garbage collector's way.
-
-    An export allocates a few dicts per sample; every so often that triggers a full
-    collection, which walks the whole heap: in an Airflow task or a bench process (Airflow,
-    SQLAlchemy, pyarrow, matplotlib loaded) that took 0.1–0.3 s each time, once every few
-    thousand samples. ``gc.freeze`` moves the existing objects to the permanent generation
-    for the export's duration; ``gc.unfreeze`` puts them back. A heap someone else froze
-    already (a pre-forking server) is left as it is.
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def release_rules(fmt: str, options: ExportOptions, policy: FilterPolicy, quality: QualityPolicy) -> list:
@@ -105,7 +82,7 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
     selection = Selection(out_dir, release_rules(fmt, options, policy, quality))
     started = time.perf_counter()
     try:
-        with frozen_heap(), session_scope(engine) as session:
+        with session_scope(engine) as session:
             samples = iter_samples(session, policy, since, ordinals=fmt == "s1mmalign")
             result = write(stats.tap(selection.apply(samples)), out_dir, store, options)
     except BaseException:

@@ -97,7 +97,8 @@ class StoredDeflate:
     """Deflate level 0 written directly: stored blocks (a 5-byte header, then up to 65,535
     bytes as they are) straight into the output, without ``zlib.compressobj(0)``'s copy of
     every image into its own buffer (the largest single cost of the S1-MMAlign writer in a
-    profile). Small pieces (tar headers, padding) are gathered into one block first."""
+    profile; the S1-MMAlign rows of ``bench/bench_export.py``, docs/benchmarks.md, show it).
+    Small pieces (tar headers, padding) are gathered into one block first."""
 
     MAX = 0xFFFF
     SMALL = 4096

@@ -261,7 +261,7 @@ def _front_matter(fmt: str, stats: CardStats, features) -> list[str]:
     if not single:
         meta["license_name"] = "mixed" if len(lics) > 1 else (lics[0] if lics else "none")
         meta["license_details"] = f"per sample (field `licence`): {licence_mix(stats)}"
-    if features is not None:  # a features_dict, turned into the card's YAML without importing datasets
+    if features is not None:  # a features_dict, turned into the card's YAML by datasets
         meta["dataset_info"] = dict(features_yaml(features), config_name="default")
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
 

@@ -169,7 +169,10 @@ class PaperFields:
 
 class PaperCache:
     """``PaperFields`` by paper id, loaded for a chunk's papers in one query; bounded, since
-    figures come in id order and a paper's figures are mostly next to each other."""
+    figures come in id order and a paper's figures are mostly next to each other.
+
+    Kept optimisation: decoding each paper's JSON columns once per paper instead of once per
+    figure saved ~15 % of the export's data path (``bench/bench_export.py``, docs/benchmarks.md)."""
 
     LIMIT = 20_000
 
@@ -346,7 +349,7 @@ def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"
 
     Written into the card (``dataset_info``) and ``features.json`` so loaders need not
     guess types from the first samples (WebDataset inference looks at five). Exports use
-    ``features_dict`` (the same, as ``Features.to_dict()``, without importing ``datasets``).
+    ``features_dict`` (the same, as ``Features.to_dict()``).
     """
     try:
         import datasets
@@ -363,80 +366,14 @@ def features_for(fmt: str, *, embed_images: bool = False, image_ext: str = "png"
     return meta
 
 
-def _value(dtype: str) -> dict[str, str]:
-    return {"dtype": dtype, "_type": "Value"}
-
-
-def _list(feature) -> dict[str, Any]:
-    return {"feature": feature, "_type": "List"}
-
-
-_METRIC_DTYPES = {"metric": "string", "model": "string", "caption_kind": "string", "value": "float64"}
-_FEATURE_OF_KIND = {
-    "string": lambda: _value("string"), "int64": lambda: _value("int64"),
-    "list<string>": lambda: _list(_value("string")),
-    "list<context>": lambda: _list({f: _value("string") for f in CONTEXT_FIELDS}),
-    "list<metric>": lambda: _list({f: _value(_METRIC_DTYPES[f]) for f in METRIC_FIELDS}),
-}
-
-
-def _datasets_major() -> int | None:
-    """The installed ``datasets`` major version, read from its metadata (no import); None if absent."""
-    import importlib.metadata
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("datasets") is None:
-            return None
-        return int(importlib.metadata.version("datasets").split(".")[0])
-    except (importlib.metadata.PackageNotFoundError, ValueError, ImportError):
-        return None
-
-
 def features_dict(fmt: str, *, embed_images: bool = False, image_ext: str = "png") -> dict[str, Any] | None:
-    """``features_for(...).to_dict()`` without importing ``datasets`` (a slow import for a card).
-
-    Built by hand for ``datasets`` 4 and later (lists as ``{"feature": …, "_type": "List"}``),
-    in the same key order, so ``json.dumps`` of it is byte-identical (a test checks against
-    ``datasets``). Older ``datasets`` releases spell lists differently: there the dict comes
-    from ``datasets`` itself. ``None`` without ``datasets`` installed, like ``features_for``.
-    """
-    major = _datasets_major()
-    if major is None:
-        return None
-    if major < 4:
-        features = features_for(fmt, embed_images=embed_images, image_ext=image_ext)
-        return None if features is None else features.to_dict()
-    meta = {name: _FEATURE_OF_KIND[kind]() for name, kind in FIELDS.items()}
-    if fmt == "webdataset":
-        return {"__key__": _value("string"), "__url__": _value("string"), "json": meta, image_ext: {"_type": "Image"}}
-    if fmt == "parquet" and embed_images:
-        meta["image"] = {"_type": "Image"}
-    if fmt == "s1mmalign":
-        meta["categories"] = _value("string")
-    return meta
-
-
-def _yaml_feature(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    kind = spec.get("_type")
-    if kind == "Value":
-        return {"name": name, "dtype": spec["dtype"]}
-    if kind == "Image":
-        return {"name": name, "dtype": "image"}
-    if kind == "List":
-        inner = spec["feature"]
-        if inner.get("_type") == "Value":
-            return {"name": name, "list": inner["dtype"]}
-        return {"name": name, "list": [_yaml_feature(k, v) for k, v in inner.items()]}
-    return {"name": name, "struct": [_yaml_feature(k, v) for k, v in spec.items()]}
+    """``features_for(...).to_dict()``: what ``features.json`` holds; ``None`` without ``datasets``."""
+    features = features_for(fmt, embed_images=embed_images, image_ext=image_ext)
+    return None if features is None else features.to_dict()
 
 
 def features_yaml(features: dict[str, Any]) -> dict[str, Any]:
-    """``DatasetInfo(features=…)._to_yaml_dict()`` of a ``features_dict`` (the card's ``dataset_info``),
-    for the feature types ``features_dict`` uses (older ``datasets``: asks ``datasets``)."""
-    major = _datasets_major()
-    if major is not None and major < 4:
-        import datasets
+    """The card's ``dataset_info`` for a ``features_dict``, as ``datasets`` writes it in its own cards."""
+    import datasets
 
-        return datasets.DatasetInfo(features=datasets.Features.from_dict(features))._to_yaml_dict()
-    return {"features": [_yaml_feature(name, spec) for name, spec in features.items()]}
+    return datasets.DatasetInfo(features=datasets.Features.from_dict(features))._to_yaml_dict()

@@ -47,9 +47,13 @@ class TailHasher:
     writer has written more; it also polls, so a missed poke only delays it. ``finish`` reads
     the rest after the writer has closed the file and returns (sha256, bytes).
 
-    (Inline hashing in the writer's thread, and a queue of chunks handed to a thread, both
-    measured slower on 2 cores: the first serialises hashing with writing, the second pays
-    two lock handoffs per tar member.)
+    Kept optimisation (issue 18 asked for inline ``hashlib`` instead, within the export
+    budget of ≥ 0.7 of a plain tar write): ``bench/bench_export.py`` A/B in one session
+    (2026-12-03, 1,000 × 160 px, median of 3): with inline hashing (and no ``TailHasher``)
+    the data path fell from 0.82 to 0.67 of the plain tar for WebDataset, 0.64–0.67 to 0.57
+    for S1-MMAlign and 0.68–0.69 to 0.54 for Parquet — sha256 of 77 MB alone took 73 ms
+    against the plain tar's ~160 ms. (A queue of chunks handed to a thread also measured
+    slower on 2 cores: two lock handoffs per tar member.) See docs/benchmarks.md.
     """
 
     CHUNK = 4 << 20
@@ -223,8 +227,12 @@ class TarShards:
 
 def tar_header(name: str, size: int, mtime: int) -> bytes:
     """A regular-file tar header: hand-packed USTAR for short ASCII names (the export's
-    keys), ``TarInfo.tobuf`` (PAX) otherwise. The hand-packed form is ~10x faster and
-    byte-identical to ``tobuf(USTAR_FORMAT)`` for these fields (a test checks)."""
+    keys), ``TarInfo.tobuf`` (PAX) otherwise.
+
+    Kept optimisation: the hand-packed form is byte-identical to ``tobuf(USTAR_FORMAT)`` for
+    these fields (``tests/export/test_export_fast.py`` checks) and ~12x faster: 2,000 headers
+    (1,000 samples) take 2.2 ms against 27.5 ms, about 0.05 of the plain-tar ratio that
+    ``bench/bench_export.py`` reports for WebDataset (docs/benchmarks.md, issue 18)."""
     if not name.isascii() or len(name) > 100 or size >= 8 ** 11:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, mtime, 0o644

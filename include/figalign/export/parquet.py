@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def schema(embed: bool):
     """Arrow schema plus ``huggingface`` features metadata when ``datasets`` is installed."""
     base = pa_schema(with_image=embed)
-    features = features_dict("parquet", embed_images=embed)  # no `import datasets` on the data path
+    features = features_dict("parquet", embed_images=embed)  # datasets.Features, as a dict
     if features is None:
         return base
     meta = {"info": {"features": features}}
@@ -151,7 +151,8 @@ class ImageColumn:
     (``from_buffers``); the buffer is reused for the next row group once ``write_table``
     has returned (the Parquet writer has encoded the pages by then). Building the column
     from Python ``bytes`` instead (``from_pylist``) copied every image once more and touched
-    fresh memory for each group: together ~20 % of the Parquet export's time.
+    fresh memory for each group: together ~20 % of the Parquet export's time
+    (``bench/bench_export.py``, the Parquet rows; docs/benchmarks.md).
     """
 
     def __init__(self) -> None:

@@ -18,6 +18,7 @@ from figalign.parsers.compose import Cell, compose, grid_rows
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.xmlsafe import local_name
 from figalign.records import Figure, FigureImage, ParsedPaper, SubFigure
+from figalign.parsers.names import safe_name
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 IMAGE_EXTS = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png")
@@ -73,9 +74,6 @@ def graphic_hrefs(el, *, skip_figs: bool = False) -> list[str]:
     return out
 
 
-def _safe_name(fig_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", fig_id).strip("._") or "figure"
-
 
 class _Imager:
     """Converts one article's graphics, remembering why a figure got none."""
@@ -112,7 +110,7 @@ def attach_images(paper: ParsedPaper, floats: list[tuple[Figure, object]], direc
 def _panel_images(fig: Figure, el, imager: _Imager) -> list[FigureImage]:
     """Images of a figure's panels in order; fills sub-figure images (adding sub-figures for
     a ``fig`` with several graphics)."""
-    base = _safe_name(fig.id)
+    base = safe_name(fig.id)
     if local_name(el) == "fig-group":
         kids = [c for c in el if local_name(c) == "fig"]
         out = []
@@ -140,7 +138,7 @@ def _whole_image(fig: Figure, panels: list[FigureImage], imager: _Imager, out_di
                  options: ParseOptions) -> None:
     if len(panels) > 1:
         try:
-            fig.image = compose(grid_rows([Cell(p.path) for p in panels]), out_dir / f"{_safe_name(fig.id)}.png",
+            fig.image = compose(grid_rows([Cell(p.path) for p in panels]), out_dir / f"{safe_name(fig.id)}.png",
                                 max_side=options.max_side)
             fig.image_origin = "composite"
             return

@@ -42,6 +42,7 @@ from figalign.parsers.latex_tex import (
 from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import base_number, clean_caption
 from figalign.records import Figure, FigureImage, ParsedPaper, SubFigure, figure_id
+from figalign.parsers.names import safe_name
 
 NAME = "latex"
 VERSION = "1.0.0"
@@ -88,7 +89,7 @@ def parse(path: Path, *, out_dir: Path, pdf: Path | None, paper_id: str, options
     if pdf is not None and options.write_images:
         from figalign.parsers.latex_pdf import use_pdf_crops
 
-        use_pdf_crops(paper, Path(pdf), Path(out_dir) / _safe_name(paper_id) / "pdf", options)
+        use_pdf_crops(paper, Path(pdf), Path(out_dir) / safe_name(paper_id, "paper") / "pdf", options)
     return paper
 
 
@@ -379,7 +380,7 @@ class _Job:
 
     def __init__(self, root: Path, out_dir: Path, paper_id: str, options: ParseOptions, warnings: list[str]):
         self.root = root
-        self.out_dir = out_dir / _safe_name(paper_id)
+        self.out_dir = out_dir / safe_name(paper_id, "paper")
         self.paper_id = paper_id
         self.options = options
         self.warnings = warnings
@@ -545,9 +546,6 @@ def _panel_size(panel) -> tuple[float | None, float | None]:
         return width, None
     return graphic_size(panel.graphics[0].options) if panel.graphics else (None, None)
 
-
-def _safe_name(paper_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", paper_id).strip("._") or "paper"
 
 
 # ------------------------------------------------------------------ graphics files

@@ -26,6 +26,7 @@ from figalign.parsers.options import ParseOptions
 from figalign.parsers.text import LABEL_RE, base_number, clean_caption, parse_label
 from figalign.parsers.xmlsafe import element_text, flatten_text, local_name, parse_xml_file, sentence_spans
 from figalign.records import Figure, ParsedPaper, figure_id
+from figalign.parsers.names import safe_name
 
 NAME = "tei"
 VERSION = "1.0.0"
@@ -270,7 +271,7 @@ def _crop_one(paper: ParsedPaper, fig: Figure, boxes: list[list[float]], doc, ou
         if crops.looks_like_caption_lines(boxes) and 0 <= fig.page < doc.page_count:
             region = crops.graphic_near(doc[fig.page], fig.bbox, below=fig.kind == "table") or \
                 crops.graphic_near(doc[fig.page], fig.bbox, below=fig.kind != "table") or fig.bbox
-        fig.image = crops.crop_region(doc, fig.page, region, out_dir / f"{_safe_name(fig.id)}.png",
+        fig.image = crops.crop_region(doc, fig.page, region, out_dir / f"{safe_name(fig.id)}.png",
                                       options.dpi, options.max_side)
         fig.bbox = [round(v, 2) for v in region]
     except BadInputError as exc:
@@ -278,5 +279,3 @@ def _crop_one(paper: ParsedPaper, fig: Figure, boxes: list[list[float]], doc, ou
         paper.warnings.append(f"{fig.label or fig.id}: crop failed: {exc}")
 
 
-def _safe_name(fig_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", fig_id).strip("._") or "figure"

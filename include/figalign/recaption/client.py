@@ -15,16 +15,15 @@ import json
 import logging
 import random
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import anyio
 import httpx2
 import openai
 
+from figalign.clients.retry_after import parse_retry_after
 from figalign.config import Settings
 from figalign.errors import ConfigError, PermanentError, TransientError
 
@@ -33,9 +32,6 @@ log = logging.getLogger(__name__)
 # vLLM's wordings, old and new: "This model's maximum context length is N tokens. However, you
 # requested M tokens ..." / "... However, your request has M input tokens. Please reduce ...".
 _CONTEXT_LENGTH = re.compile(r"maximum (?:context|prompt) length is \d+ tokens|context_length_exceeded", re.I)
-
-
-_CONNECTIONS_PER_POOL = 8
 
 
 class ContextLengthError(PermanentError):
@@ -89,16 +85,8 @@ class CompletionResult:
 
 
 def _retry_after(response: httpx2.Response | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form; HTTP dates are ignored)."""
-    if response is None:
-        return None
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    """Seconds from the response's Retry-After header (seconds or an HTTP date)."""
+    return None if response is None else parse_retry_after(response.headers.get("retry-after"))
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
@@ -131,8 +119,12 @@ def classify(exc: Exception) -> Exception:
 class VllmClient:
     """Send chat requests with bounded concurrency and classified, retried errors.
 
-    Use as ``async with VllmClient(config) as client``. ``sleep`` and ``rng`` are injectable
-    so tests can observe back-off delays without waiting them out.
+    Use as ``async with VllmClient(config) as client``. Requests go through the SDK's public
+    ``chat.completions.with_raw_response.create`` (the raw response gives the request id
+    header and the body to check ourselves); the SDK's own retries are off (``max_retries=0``)
+    because ours honour the classification, the server's Retry-After and the context-length
+    retry. ``sleep`` and ``rng`` are injectable so tests can observe back-off delays without
+    waiting them out.
     """
 
     def __init__(self, config: VllmConfig, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -141,31 +133,10 @@ class VllmClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(config.max_in_flight)
-        # Several small connection pools instead of one of max_in_flight connections: httpcore2
-        # scans every connection of a pool (probing idle sockets) twice per request; with 64
-        # connections, pools of 8 cut the client's CPU by ~0.2-0.3 ms per request (A/B, bench).
-        # Each request takes the pool with the fewest requests in flight; the pools' sizes add
-        # up to max_in_flight, so under the semaphore a request always finds a free connection,
-        # as with a single pool.
-        n_pools = max(1, -(-config.max_in_flight // _CONNECTIONS_PER_POOL))
-        sizes = [config.max_in_flight // n_pools + (i < config.max_in_flight % n_pools) for i in range(n_pools)]
-        ssl_context = httpx2.create_ssl_context()  # what each pool would build (loading the CA store: ~20 ms)
-        self._pools = [openai.DefaultAsyncHttpxClient(
-            limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size), timeout=config.timeout_s,
-            verify=ssl_context) for size in sizes]
-        self._pool_load = [0] * n_pools
-        self._http = self._pools[0]
+        http = openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(
+            max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight))
         self._openai = openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s,
-                                          max_retries=0, http_client=self._http)
-        # The headers AsyncOpenAI.post would send (a test compares them), computed once and set
-        # on the pools, and the URL parsed once: the SDK rebuilds and re-validates its headers,
-        # copies its options and re-parses the URL for every request.
-        headers = {k: v for k, v in self._openai.default_headers.items() if isinstance(v, str)}
-        headers.update({"Authorization": f"Bearer {config.api_key}", "X-Stainless-Retry-Count": "0",
-                        "X-Stainless-Read-Timeout": str(config.timeout_s)})
-        for pool in self._pools:
-            pool.headers.update(headers)
-        self._url = httpx2.URL(self.endpoint)
+                                          max_retries=0, http_client=http)
 
     async def __aenter__(self) -> "VllmClient":
         return self
@@ -174,9 +145,7 @@ class VllmClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._openai.close()  # closes self._pools[0]
-        for pool in self._pools[1:]:
-            await pool.aclose()
+        await self._openai.close()
 
     @property
     def endpoint(self) -> str:
@@ -221,53 +190,16 @@ class VllmClient:
                 await self._sleep(delay)
 
     async def _send(self, request: dict[str, Any], attempt: int) -> CompletionResult:
-        """One HTTP exchange under the semaphore (back-off sleeps do not hold a slot).
-
-        The body is serialised once, as the SDK would (compact, UTF-8, no NaN), and POSTed
-        straight to the SDK's own httpx2 client type with the SDK's headers (precomputed).
-        ``AsyncOpenAI.post`` copies its options, rebuilds and validates headers and re-parses
-        the URL for every request (~0.5-1 ms of CPU here; ``chat.completions.create()``, whose
-        typed-dict transform walks the base64 string, cost ~4 ms more). Failures
-        become the SDK's own exception types, exactly as ``AsyncOpenAI.post`` raises them
-        (timeout -> APITimeoutError, transport -> APIConnectionError, 4xx/5xx -> the
-        APIStatusError subclass built by the SDK from the response), and then go through
-        ``classify``.
-        """
+        """One exchange under the semaphore (back-off sleeps do not hold a slot); failures go through ``classify``."""
         async with self._semaphore:
-            # Serialised only once a slot is free: doing it earlier would hold every queued
-            # request's body (~86 KB each) in memory at once and delay the first requests.
-            body = json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             started = time.perf_counter()
             try:
-                response = await self._post(body)
-                payload = json.loads(response.content)
+                raw = await self._openai.chat.completions.with_raw_response.create(**request)
+                payload = json.loads(raw.content)
             except (openai.OpenAIError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise classify(exc) from exc
             latency_ms = (time.perf_counter() - started) * 1000
-        return self._result(payload, response.headers, latency_ms, attempt, request)
-
-    async def _post(self, body: bytes) -> httpx2.Response:
-        """POST ``body``; raise what ``AsyncOpenAI.post(..., cast_to=httpx2.Response)`` raises."""
-        load = self._pool_load
-        index = load.index(min(load))
-        load[index] += 1
-        try:
-            response = await self._pools[index].post(self._url, content=body)
-        except httpx2.TimeoutException as exc:
-            raise openai.APITimeoutError(request=self._request_of(exc)) from exc
-        except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as exc:  # the SDK's request_exceptions()
-            raise openai.APIConnectionError(request=self._request_of(exc)) from exc
-        finally:
-            load[index] -= 1
-        if response.status_code >= 400:
-            raise self._openai._make_status_error_from_response(response)  # noqa: SLF001 - the SDK's own mapping
-        return response
-
-    def _request_of(self, exc: Exception) -> httpx2.Request:
-        try:
-            return exc.request  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):
-            return httpx2.Request("POST", self.endpoint)
+        return self._result(payload, raw.headers, latency_ms, attempt, request)
 
     def _result(self, payload: Any, headers: Any, latency_ms: float, attempt: int,
                 request: dict[str, Any]) -> CompletionResult:

@@ -18,16 +18,25 @@ One item runs in three steps, so that no transaction is ever open across network
 
 A stage whose work is only reads and writes of the store implements ``process(session,
 item)``, which the default ``save`` calls inside the fenced transaction.
+
+A network-bound stage (recaption: one HTTP request per item, minutes per batch) sets
+``concurrent = True`` and implements ``compute_async`` instead of ``compute``: the batch
+loads every item, then runs all their ``compute_async`` together on one event loop (inside
+``async_resources()``, e.g. one shared client), and records each item's outcome as soon as
+it is in, from one recording thread, through the same fenced save and the same failure
+classification as a sequential item (``settle``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +115,15 @@ class Stage:
     max_attempts: int = 3
     lease_seconds: int = 120
     budget: Budget | None = None  # per item: wall time, memory, temp disk (stages.budget)
+    concurrent: bool = False  # True: the batch runs every item's ``compute_async`` at once
+
+    def async_resources(self) -> contextlib.AbstractAsyncContextManager:
+        """What the concurrent items of one batch share (e.g. a client), entered once per batch."""
+        return contextlib.nullcontext()
+
+    async def compute_async(self, item: Claimed, loaded: Any) -> Any:
+        """``compute`` of a concurrent stage, awaited with the batch's other items."""
+        raise NotImplementedError
 
     def budget_setup(self) -> None:
         """Runs in the budgeted child before ``compute`` (e.g. limits derived from the budget)."""
@@ -162,6 +180,12 @@ def run_batch(
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
+    if stage.concurrent:
+        with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
+            run_concurrently(stage, engine, items, not_ready, summary, keeper)
+        summary.seconds = time.monotonic() - started
+        log.info("stage %s: %s", stage.name, summary.as_dict())
+        return summary
     runner = None
     if items and stage.budget is not None and not not_ready:
         stage.warm_up()
@@ -181,13 +205,22 @@ def run_batch(
 def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None = None, *,
              runner: BudgetedRunner | None = None) -> tuple[str, str | None]:
     """load → compute → fenced save of one item; a failure is recorded, a lost lease counted."""
+    def produce() -> tuple[Any, dict[str, Any]]:
+        with session_scope(engine) as session:
+            loaded = stage.load(session, item)
+        return compute(stage, item, loaded, runner)
+    return settle(stage, engine, item, produce, not_ready)
+
+
+def settle(stage: Stage, engine: Engine, item: Claimed, produce: Callable[[], tuple[Any, dict[str, Any]]],
+           not_ready: str | None = None) -> tuple[str, str | None]:
+    """Record one item's outcome: ``produce()``'s (computed, usage) saved in the fenced write
+    transaction, or its exception classified (``failure_outcome``) and recorded."""
     try:
         if not_ready:
             return record(engine, item, Outcome.skipped(not_ready))
         try:
-            with session_scope(engine) as session:
-                loaded = stage.load(session, item)
-            computed, usage = compute(stage, item, loaded, runner)
+            computed, usage = produce()
             with session_scope(engine) as session:
                 fence(session, item)
                 outcome = stage.save(session, item, computed)
@@ -201,6 +234,71 @@ def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None 
     except LeaseLost as exc:
         log.warning("stage %s: item %s: %s; nothing written", stage.name, item.entity_id, exc)
         return LOST, "lease taken over by another run; nothing written"
+
+
+def _given(value: Any) -> Callable[[], tuple[Any, dict[str, Any]]]:
+    return lambda: (value, {})
+
+
+def _raising(exc: BaseException) -> Callable[[], tuple[Any, dict[str, Any]]]:
+    def produce() -> tuple[Any, dict[str, Any]]:
+        raise exc
+    return produce
+
+
+def run_concurrently(stage: Stage, engine: Engine, items: list[Claimed], not_ready: str | None,
+                     summary: BatchSummary, keeper: LeaseKeeper) -> None:
+    """A concurrent stage's batch: load each item, await every ``compute_async`` together, and
+    ``settle`` each item as soon as its result (or exception) is in.
+
+    Outcomes are recorded from one thread of their own, in arrival order, so the event loop
+    never waits on the store and a worker killed mid-batch loses only what was still in
+    flight. If recording fails (the store, not an item), the rest stay claimed (their leases
+    expire and they are retried) and the batch raises once the loop is done.
+    """
+    failed: list[BaseException] = []
+
+    def record_one(item: Claimed, produce: Callable[[], tuple[Any, dict[str, Any]]]) -> None:
+        if failed:
+            return  # the store failed: leave the rest claimed
+        try:
+            summary.count(*settle(stage, engine, item, produce, not_ready))
+            keeper.done(item)
+        except Exception as exc:  # re-raised below, in the batch's thread
+            log.exception("stage %s: recording item %s failed", stage.name, item.entity_id)
+            failed.append(exc)
+
+    loaded: dict[int, Callable[[], tuple[Any, dict[str, Any]]] | Any] = {}
+    todo: list[Claimed] = []
+    with ThreadPoolExecutor(1, thread_name_prefix=f"{stage.name}-record") as recorder:
+        for item in items:
+            if keeper.lost(item):
+                summary.count(LOST, "lease taken over before the item was started")
+            elif not_ready:
+                recorder.submit(record_one, item, _given(None))
+            else:
+                try:
+                    with session_scope(engine) as session:
+                        loaded[item.run_id] = stage.load(session, item)
+                    todo.append(item)
+                except Exception as exc:  # recorded (classified) like any item's failure
+                    recorder.submit(record_one, item, _raising(exc))
+
+        async def one(item: Claimed) -> None:
+            try:
+                produce = _given(await stage.compute_async(item, loaded.pop(item.run_id)))
+            except Exception as exc:  # recorded (classified) like any item's failure
+                produce = _raising(exc)
+            recorder.submit(record_one, item, produce)
+
+        async def all_items() -> None:
+            async with stage.async_resources():
+                await asyncio.gather(*(one(item) for item in todo))
+
+        if todo:
+            asyncio.run(all_items())
+    if failed:
+        raise failed[0]
 
 
 def compute(stage: Stage, item: Claimed, loaded: Any, runner: BudgetedRunner | None = None

@@ -5,22 +5,20 @@ The work key is (figure, model, prompt hash, parameter hash), the natural key of
 exists under the current key; so a re-run skips what is done, ``force`` redoes it, and a
 new prompt version (new hash) queues every figure again while keeping the old rows.
 
-Unlike the generic ``run_batch``, a claimed batch is processed concurrently: requests
-for all claimed figures are built (in worker threads: image encoding is CPU work that
-releases the GIL) and sent together under the client's semaphore, and each outcome is
-recorded as soon as it is in (``Recorder``, one transaction per item, with ``finish()``:
-done, failed or skipped).
+The stage runs through the one contract (``stages.base.run_batch``) as a concurrent stage:
+``load`` reads each figure's input, ``compute_async`` builds its request (in a worker
+thread: image encoding is CPU work that releases the GIL) and sends it under the shared
+client's semaphore, and each answer is saved — fenced, one transaction per item — as
+soon as it is in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import time
-import queue
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from figalign.config import Settings
-from figalign.errors import ConfigError, PermanentError, TransientError
+from figalign.errors import PermanentError, TransientError
 from figalign.recaption.client import CompletionResult, VllmClient, VllmConfig
 from figalign.recaption.prompt import (
     ContextIn,
@@ -41,19 +39,14 @@ from figalign.recaption.prompt import (
 )
 from figalign.recaption.grounding import VERSION as GROUNDING_VERSION, GroundingOptions
 from figalign.recaption.validate import validate
-from figalign.stages.base import LOST, BatchSummary, Outcome, Stage
-from figalign.stages.leases import LeaseKeeper
+from figalign.stages.base import BatchSummary, Outcome, Stage, run_batch
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, CitationContextRow, FigureRow, Metric, Paper, StageRun
 from figalign.store.queue import (
     Claimed,
-    LeaseLost,
     RunContext,
-    claim_batch,
     enqueue,
-    fence,
-    finish,
     requeue,
     stage_states,
 )
@@ -76,9 +69,14 @@ class RecaptionStage(Stage):
     entity_type = "figure"
     lease_seconds = 300  # renewed while the batch runs (stages.leases)
 
+    concurrent = True  # one HTTP request per figure: the batch's requests are sent together
+
     def __init__(self, settings: Settings, *, options: PromptOptions | None = None, model: str | None = None,
-                 force: bool = False):
+                 force: bool = False, client_overrides: dict[str, Any] | None = None):
         self.settings = settings
+        self.client_overrides = dict(client_overrides or {})
+        self._client: VllmClient | None = None
+        self._builds: asyncio.Semaphore | None = None
         self.options = options or PromptOptions()
         self.model = model or settings.vllm_model
         self.force = force
@@ -142,20 +140,36 @@ class RecaptionStage(Stage):
                 if status == "done" or (status == "skipped" and ready)
                 or (status == "failed" and input_hash != self.key_hash)]
 
-    # The generic runner's path (one figure at a time); the batch runner is concurrent.
     def load(self, session: Session, item: Claimed) -> "Work":
-        figure_id = int(item.entity_id)
+        try:
+            figure_id = int(item.entity_id)
+        except ValueError:
+            raise PermanentError(f"bad figure id {item.entity_id!r}") from None
         existing = None if self.force else self.existing_caption(session, figure_id)
         if existing is not None:
             return Work(item, outcome=Outcome.done(caption_id=existing, existing=True))
         return Work(item, inp=load_input(session, self.settings, figure_id))
 
-    def compute(self, item: Claimed, work: "Work") -> "Work":
+    @contextlib.asynccontextmanager
+    async def async_resources(self) -> AsyncIterator[None]:
+        """One client for the batch, and a bound on request builds running at once (twice the
+        requests in flight: a whole batch building together starves the event loop and
+        delays the first requests)."""
+        config = VllmConfig.from_settings(self.settings, model=self.model, **self.client_overrides)
+        async with VllmClient(config) as client:
+            self._client, self._builds = client, asyncio.Semaphore(max(8, 2 * config.max_in_flight))
+            try:
+                yield
+            finally:
+                self._client = self._builds = None
+
+    async def compute_async(self, item: Claimed, work: "Work") -> "Work":
+        """Build the figure's request and send it; errors are raised, classified by the contract."""
         if work.outcome is None:
-            config = VllmConfig.from_settings(self.settings, model=self.model)
-            asyncio.run(_ask_all(config, [work], self.model, self.options))
-            if work.error is not None:
-                raise work.error
+            assert self._client is not None and self._builds is not None, "outside async_resources()"
+            async with self._builds:
+                request, shorten = await asyncio.to_thread(build_pair, work.inp, self.model, self.options)
+            work.result = await self._client.complete(request, shorten=shorten)
         return work
 
     def save(self, session: Session, item: Claimed, work: "Work") -> Outcome:
@@ -168,9 +182,7 @@ class Work:
 
     item: Claimed
     inp: RecaptionInput | None = None
-    outcome: Outcome | None = None
-    error: BaseException | None = None
-    retry: bool = False
+    outcome: Outcome | None = None  # known at load (done before); else the answer's, at save
     result: CompletionResult | None = None
 
 
@@ -219,47 +231,6 @@ def build_pair(inp: RecaptionInput, model: str, options: PromptOptions) -> tuple
     return request, shorten
 
 
-async def _ask(client: VllmClient, work: Work, model: str, options: PromptOptions,
-               builds: asyncio.Semaphore) -> None:
-    """Build and send one request, keeping the result or the classified error on ``work``.
-
-    Builds (image decode, downscale, base64) run in threads, at most ``builds`` at once: a
-    whole batch building together starves the event loop and delays the first requests.
-    """
-    try:
-        async with builds:
-            request, shorten = await asyncio.to_thread(build_pair, work.inp, model, options)
-        work.result = await client.complete(request, shorten=shorten)
-    except TransientError as exc:
-        work.error, work.retry, work.outcome = exc, True, Outcome("failed", f"transient: {exc}")
-    except (PermanentError, ConfigError) as exc:
-        work.error, work.outcome = exc, Outcome("failed", f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # an unexpected bug in one item must not sink the batch
-        log.exception("recaption: figure %s raised", work.item.entity_id)
-        work.error, work.outcome = exc, Outcome("failed", f"unexpected {type(exc).__name__}: {exc}")
-
-
-async def ask_all(client: VllmClient, works: list[Work], model: str, options: PromptOptions,
-                  on_done: Callable[[Work], None] | None = None) -> None:
-    """Send every work item's request through ``client`` (whose semaphore bounds requests in
-    flight), building at most twice as many requests as can be in flight at once.
-    ``on_done`` gets each item as soon as its answer (or error) is in."""
-    builds = asyncio.Semaphore(max(8, 2 * client.config.max_in_flight))
-
-    async def one(work: Work) -> None:
-        await _ask(client, work, model, options, builds)
-        if on_done is not None:
-            on_done(work)
-
-    await asyncio.gather(*(one(w) for w in works))
-
-
-async def _ask_all(config: VllmConfig, works: list[Work], model: str, options: PromptOptions,
-                   on_done: Callable[[Work], None] | None = None) -> None:
-    async with VllmClient(config) as client:
-        await ask_all(client, works, model, options, on_done)
-
-
 def store_result(session: Session, stage: RecaptionStage, figure_id: int, result: CompletionResult) -> Outcome:
     """Validate an answer and upsert it as an accepted or rejected caption (raw text kept)."""
     verdict = validate(result.text, result.finish_reason, request_prompt_text(result.request), stage.grounding)
@@ -302,135 +273,22 @@ def store_flags(session: Session, figure_id: int, caption_id: int, verdict) -> N
                key=("caption_id", "metric", "model"))
 
 
-def _load_all(engine: Engine, stage: RecaptionStage, items: list[Claimed]) -> list[Work]:
-    """Read inputs; items already done under this key (and not forced) end as done at once."""
-    works = []
-    with session_scope(engine) as session:
-        for item in items:
-            work = Work(item)
-            try:
-                figure_id = int(item.entity_id)
-                existing = None if stage.force else stage.existing_caption(session, figure_id)
-                if existing is not None:
-                    work.outcome = Outcome.done(caption_id=existing, existing=True)
-                else:
-                    work.inp = load_input(session, stage.settings, figure_id)
-            except ValueError as exc:
-                work.error, work.outcome = exc, Outcome("failed", f"bad figure id {item.entity_id!r}")
-            except TransientError as exc:
-                work.error, work.retry, work.outcome = exc, True, Outcome("failed", f"transient: {exc}")
-            except PermanentError as exc:
-                work.error, work.outcome = exc, Outcome("failed", f"{type(exc).__name__}: {exc}")
-            works.append(work)
-    return works
-
-
-def _record(engine: Engine, stage: RecaptionStage, work: Work) -> tuple[str, str | None]:
-    """Store the caption (if any) and finish the stage run, in one fenced transaction per item."""
-    try:
-        with session_scope(engine) as session:
-            fence(session, work.item)
-            outcome = work.outcome
-            if outcome is None and work.result is not None:
-                outcome = store_result(session, stage, int(work.item.entity_id), work.result)
-            if outcome is None:  # unreachable by construction; recorded rather than lost
-                outcome = Outcome("failed", "no outcome recorded")
-            final = finish(session, work.item, outcome.status, error=work.error,
-                           reason=outcome.reason, output=outcome.output, retry=work.retry)
-        return final, outcome.reason
-    except LeaseLost as exc:
-        log.warning("recaption: figure %s: %s; nothing written", work.item.entity_id, exc)
-        return LOST, "lease taken over by another run; nothing written"
-
-
-class Recorder:
-    """Records finished items from a thread of its own, each as soon as it is finished.
-
-    A batch's answers arrive over minutes; writing each one when it lands (instead of all
-    after the last) means a worker killed mid-batch loses only the requests still in flight,
-    and the event loop never waits on the store. One thread, so writes never contend with
-    each other. If the store fails, the rest stay claimed (their leases expire and they are
-    retried) and ``close`` raises: trouble with the store is the batch's, not an item's.
-    """
-
-    def __init__(self, engine: Engine, stage: RecaptionStage, summary: BatchSummary,
-                 keeper: LeaseKeeper | None = None):
-        self.engine, self.stage, self.summary, self.keeper = engine, stage, summary, keeper
-        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="recaption-recorder", daemon=True)
-        self._thread.start()
-
-    def put(self, work: Work) -> None:
-        self._queue.put(work)
-
-    def _run(self) -> None:
-        while (work := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # the store failed: leave the rest claimed
-            try:
-                self.summary.count(*_record(self.engine, self.stage, work))
-                if self.keeper is not None:
-                    self.keeper.done(work.item)
-            except Exception as exc:  # reported by close(), in the batch's thread
-                log.exception("recaption: recording figure %s failed", work.item.entity_id)
-                self._error = exc
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait until everything put so far is recorded; raise the store's error if any
-        (not when the batch is already failing with an error of its own)."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None and raise_error:
-            raise self._error
-
-
 def run_recaption_batch(engine: Engine, settings: Settings, size: int = 64, ctx: RunContext | None = None,
                         force: bool = False, *, options: PromptOptions | None = None, model: str | None = None,
                         discover: bool = True, client_overrides: dict[str, Any] | None = None) -> BatchSummary:
-    """Claim up to ``size`` figures and recaption them concurrently; every item gets ``finish()``.
+    """Claim up to ``size`` figures and recaption them concurrently (``stages.base.run_batch``).
 
     ``client_overrides`` are VllmConfig fields (timeout_s, max_in_flight, max_retries …).
     A missing endpoint records every claimed item ``skipped: no endpoint configured``.
     """
-    ctx = ctx or RunContext.local()
-    stage = RecaptionStage(settings, options=options, model=model, force=force)
-    summary = BatchSummary(stage.name)
-    started = time.monotonic()
+    stage = RecaptionStage(settings, options=options, model=model, force=force, client_overrides=client_overrides)
+    enqueued = 0
     if discover:
         with session_scope(engine) as session:
-            summary.enqueued = stage.prepare_queue(session, limit=size if force else None)
-    with session_scope(engine) as session:
-        items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
-    summary.claimed = len(items)
-    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
-        _run_claimed(engine, settings, stage, items, summary, keeper, client_overrides)
-    summary.seconds = time.monotonic() - started
-    log.info("stage %s: %s", stage.name, summary.as_dict())
+            enqueued = stage.prepare_queue(session, limit=size if force else None)
+    summary = run_batch(stage, engine, size=size, ctx=ctx, discover=False)
+    summary.enqueued = enqueued
     return summary
-
-
-def _run_claimed(engine: Engine, settings: Settings, stage: RecaptionStage, items: list[Claimed],
-                 summary: BatchSummary, keeper: LeaseKeeper, client_overrides: dict[str, Any] | None) -> None:
-    """Load, ask and record a claimed batch; each answer is recorded as it arrives."""
-    not_ready = stage.check_ready()
-    recorder = Recorder(engine, stage, summary, keeper)
-    try:
-        if not_ready:
-            works = [Work(item, outcome=Outcome.skipped(not_ready)) for item in items]
-        else:
-            works = _load_all(engine, stage, items)
-        todo = [w for w in works if w.outcome is None]
-        for work in works:
-            if work.outcome is not None:  # skipped, done before, or failed to load: recorded now
-                recorder.put(work)
-        if todo:
-            config = VllmConfig.from_settings(settings, model=stage.model, **(client_overrides or {}))
-            asyncio.run(_ask_all(config, todo, stage.model, stage.options, recorder.put))
-    except BaseException:
-        recorder.close(raise_error=False)
-        raise
-    recorder.close()
 
 
 def drain_recaption(engine: Engine, settings: Settings, *, limit: int | None = None, batch_size: int = 64,

@@ -111,9 +111,15 @@ def missing_image_reasons(session: Session) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def _local_id(parsed: ParsedPaper, fig: Figure) -> str:
+    """The figure's id within its paper (``fig1``, ``tab#2``): its id without the paper id."""
+    head = f"{parsed.paper_id}:"
+    return fig.id[len(head):] if fig.id.startswith(head) else fig.id.rsplit(":", 1)[-1]
+
+
 def _save_figure(session: Session, paper: Paper, parsed: ParsedPaper, fig: Figure,
                  images: dict[str, StoredImage], changed: list[int]) -> int:
-    key = f"{paper.source}:{paper.external_id}{paper.version and 'v' + paper.version.lstrip('v')}:{fig.id.split(':', 1)[-1]}"
+    key = f"{paper.source}:{paper.external_id}{paper.version and 'v' + paper.version.lstrip('v')}:{_local_id(parsed, fig)}"
     values = dict(
         figure_key=key, paper_id=paper.id, label=fig.label, number=fig.number, kind=fig.kind,
         ordinal=fig.ordinal, page=fig.page, bbox=fig.bbox,
