@@ -206,8 +206,10 @@ def all_reasons(stage: str | None = None, settings: Settings | None = None) -> l
     import re
     from collections import Counter
 
+    from figalign.store.queue import reason_of
+
     settings = settings or load_settings()
-    reason = func.coalesce(StageRun.reason, StageRun.error_class)
+    reason = reason_of()
     query = (select(StageRun.stage, StageRun.status, reason, func.count(), func.min(StageRun.entity_id))
              .where(reason.is_not(None)).group_by(StageRun.stage, StageRun.status, reason))
     if stage:

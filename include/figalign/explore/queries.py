@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, aliased
 
 from figalign.errors import BadInputError
 from figalign.metrics.gains import gain_name
+from figalign.store.queue import reason_of
 from figalign.store.models import (
     Artifact,
     Caption,
@@ -175,7 +176,7 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
 def reason_key():
     """How failures are grouped and filtered: the recorded reason (it names what went wrong,
     e.g. ``over-budget: wall 120 s``), else the error class."""
-    return func.coalesce(StageRun.reason, StageRun.error_class, "(none)")
+    return func.coalesce(reason_of(), "(none)")
 
 
 def _filters(query: GridQuery, fig, paper) -> list:

@@ -180,26 +180,28 @@ def run_batch(
         items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
-    if stage.concurrent:
-        with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
-            run_concurrently(stage, engine, items, not_ready, summary, keeper)
-        summary.seconds = time.monotonic() - started
-        log.info("stage %s: %s", stage.name, summary.as_dict())
-        return summary
+    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
+        run = run_concurrently if stage.concurrent else run_sequentially
+        run(stage, engine, items, not_ready, summary, keeper)
+    summary.seconds = time.monotonic() - started
+    log.info("stage %s: %s", stage.name, summary.as_dict())
+    return summary
+
+
+def run_sequentially(stage: Stage, engine: Engine, items: list[Claimed], not_ready: str | None,
+                     summary: BatchSummary, keeper: LeaseKeeper) -> None:
+    """A batch one item after another; a budgeted stage's items share one budgeted child."""
     runner = None
     if items and stage.budget is not None and not not_ready:
         stage.warm_up()
         runner = BudgetedRunner(stage.compute, stage.budget, setup=stage.budget_setup)
-    with LeaseKeeper(engine, items, stage.lease_seconds) as keeper, runner or contextlib.nullcontext():
+    with runner or contextlib.nullcontext():
         for item in items:
             if keeper.lost(item):
                 summary.count(LOST, "lease taken over before the item was started")
                 continue
             summary.count(*run_item(stage, engine, item, not_ready, runner=runner))
             keeper.done(item)
-    summary.seconds = time.monotonic() - started
-    log.info("stage %s: %s", stage.name, summary.as_dict())
-    return summary
 
 
 def run_item(stage: Stage, engine: Engine, item: Claimed, not_ready: str | None = None, *,

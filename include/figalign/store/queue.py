@@ -276,6 +276,13 @@ def stage_states(session: Session, stage: str, entity_type: str, entity_ids: lis
     return out
 
 
+def reason_of():
+    """An item's reason as recorded: its ``reason`` (it names what happened), else its error class."""
+    from sqlalchemy import func
+
+    return func.coalesce(StageRun.reason, StageRun.error_class)
+
+
 def counts(session: Session, stage: str | None = None) -> dict[tuple[str, str], int]:
     """Rows per (stage, status), for summaries and the UI."""
     from sqlalchemy import func
