@@ -115,3 +115,25 @@ def sqlite_engine(sqlite_url):
     eng = make_engine(sqlite_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server, one per test session (tests/servers/s3_server.py)."""
+    from tests.servers.s3_server import S3Server
+
+    server = S3Server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The standard AWS variables pointed at the test S3 server, and a fresh bucket: ``s3://<bucket>``."""
+    from tests.servers.s3_server import clear_fsspec_cache
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    clear_fsspec_cache()
+    yield f"s3://{s3_server.bucket()}"
+    clear_fsspec_cache()
