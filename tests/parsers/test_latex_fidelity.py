@@ -205,3 +205,26 @@ def test_topcaption_tables_are_found(tmp_path):
             r"\begin{tabular}{cc} a & b \\ \end{tabular}\end{table}")
     (table,) = _run(tmp_path, {"main.tex": doc(body)}).figures
     assert (table.kind, table.number, table.caption) == ("table", "1", "Selection regions used for signal identification.")
+
+
+def test_continued_float_parts_share_the_number_caption_and_contexts(tmp_path):
+    """``\\ContinuedFloat`` (caption package) spreads one figure over several floats: the
+    counter does not step, so the next figure is still "Figure 2", and the captionless
+    parts (``\\caption[]{}``) are parts of the captioned figure, not figures without text."""
+    captions = ["", "", "Three pages of galaxy images."]
+    parts = "".join("\\begin{figure}\n" + ("\\ContinuedFloat\n" if k else "") + f"\\includegraphics{{p{k}}}\n"
+                    + "\\caption[]{" + captions[k] + "}" + ("\\label{fig:gal}" if k == 0 else "") + "\n\\end{figure}\n"
+                    for k in range(3))
+    body = (parts + _float(r"\includegraphics{q}", "A spectrum.")
+            + "Images are in Fig.~\\ref{fig:gal}. The spectrum is in Figure 2.\n")
+    files = {"main.tex": doc(body, r"\usepackage{caption}"), "q.png": png_bytes("blue"),
+             **{f"p{k}.png": png_bytes(c) for k, c in enumerate(("red", "green", "yellow"))}}
+    figs = _run(tmp_path, files).figures
+    assert [(f.id, f.label) for f in figs] == [
+        ("p:fig1", "Figure 1"), ("p:fig1-part2", "Figure 1"), ("p:fig1-part3", "Figure 1"), ("p:fig2", "Figure 2")]
+    assert [f.caption for f in figs[:3]] == ["Three pages of galaxy images."] * 3
+    assert len({f.image.path for f in figs}) == 4  # one image file per part, none overwritten
+    assert [_pixel(f, 0.5, 0.5) for f in figs] == [(255, 0, 0), (0, 128, 0), (255, 255, 0), (0, 0, 255)]
+    for f in figs[:3]:
+        assert [c.text for c in f.contexts] == ["Images are in Fig. 1."]
+    assert [c.text for c in figs[3].contexts] == ["The spectrum is in Figure 2."]

@@ -403,6 +403,7 @@ class _Job:
         for fig, raw in zip(figures, raws):
             self._fill(fig, raw, caption_refs)
         _attach_contexts(doc.body, figures, labels)
+        _share_across_parts(figures)
         return ParsedPaper(
             paper_id=self.paper_id,
             title=_title(doc.text),
@@ -414,18 +415,29 @@ class _Job:
         )
 
     def _number(self, raws: list[RawFigure]) -> tuple[list[Figure], dict[str, _Target]]:
-        """Number floats in document order (figure and figure* share a counter; tables separate)."""
+        """Number floats in document order (figure and figure* share a counter; tables separate).
+
+        A float with ``\\ContinuedFloat`` (caption/subfig packages) does not step the counter:
+        it is the next part of the previous float of its kind (a figure spread over pages),
+        with that float's number; its id gets ``-partN`` so every part stays its own record.
+        """
         counters = {"figure": 0, "table": 0}
+        parts = {"figure": 1, "table": 1}
         figures: list[Figure] = []
         labels: dict[str, _Target] = {}
         for ordinal, raw in enumerate(raws):
-            number = None
-            if raw.numbered and raw.caption is not None:
+            number, key = None, None
+            if raw.continued and counters[raw.kind]:
+                parts[raw.kind] += 1
+                number = str(counters[raw.kind])
+                key = f"{number}-part{parts[raw.kind]}"
+            elif raw.numbered and raw.caption is not None:
                 counters[raw.kind] += 1
+                parts[raw.kind] = 1
                 number = str(counters[raw.kind])
             label = f"{_KIND_WORD[raw.kind]} {number}" if number else None
             fig = Figure(
-                id=figure_id(self.paper_id, raw.kind, number, ordinal),
+                id=figure_id(self.paper_id, raw.kind, key or number, ordinal),
                 label=label,
                 kind=raw.kind,
                 caption="",
@@ -449,7 +461,7 @@ class _Job:
         them (composed by the source layout), and when there is none the figure says why.
         """
         fig.caption = clean_caption(to_text(raw.caption or "", refs))
-        stem = f"{fig.kind[:3]}{fig.number}" if fig.number else f"{fig.kind[:3]}-u{fig.ordinal}"
+        stem = fig.id.rsplit(":", 1)[-1].replace("#", "-u")  # fig3, fig1-part2, fig-u4: one file name each
         placed: list[tuple[Placed, FigureImage]] = []
         for k, panel in enumerate(raw.panels):
             letter = chr(ord("a") + k % 26)
@@ -530,6 +542,31 @@ class _Job:
                 "eps-needs-ghostscript" if "ghostscript" in result and "not found" in result else "graphics-file-unreadable")
             return None
         return result
+
+
+def _share_across_parts(figures: list[Figure]) -> None:
+    """The parts of a continued float (same kind and number) are one figure to a reader.
+
+    Authors caption one part (often the last; the others carry ``\\caption[]{}``), and
+    the text cites "Figure 1" once: each part without a caption of its own takes the
+    longest caption of its chain, and every part gets every context of the chain, so no
+    part is left as an uncaptioned image.
+    """
+    chains: dict[tuple[str, str], list[Figure]] = {}
+    for fig in figures:
+        if fig.number:
+            chains.setdefault((fig.kind, fig.number), []).append(fig)
+    for chain in chains.values():
+        if len(chain) < 2:
+            continue
+        caption = max((f.caption for f in chain), key=len)
+        contexts = [c for f in chain for c in f.contexts]
+        for fig in chain:
+            if not fig.caption:
+                fig.caption = caption
+            for c in contexts:
+                add_context(fig, c.text, c.section, c.position, c.mention)
+            fig.contexts.sort(key=lambda c: c.position)
 
 
 def _with_subcaptions(caption: str, subfigures: list[SubFigure]) -> str:
@@ -734,7 +771,10 @@ def _mention_for(sentence_before: str, fig: Figure, full: str | None) -> str:
 
 def _attach_contexts(body: str, figures: list[Figure], labels: dict[str, _Target]) -> None:
     """Sentences that \\ref a figure's label, or mention "Fig. 3" in words, become its contexts."""
-    index = {(f.kind, f.number): f for f in figures if f.number}
+    index: dict[tuple[str, str], Figure] = {}
+    for f in figures:
+        if f.number:
+            index.setdefault((f.kind, f.number), f)  # a continued float's first part
     resolver = _RefResolver(labels, mark=True)
     position = 0
     for section, para in _paragraphs(body):

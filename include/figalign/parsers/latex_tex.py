@@ -556,6 +556,7 @@ _SUB_CMD = re.compile(r"\\(subfloat|subfigure|subtable|subcaptionbox|sidesubfloa
 _CAPTION = re.compile(r"\\(?:top|bottom)?caption(?![A-Za-z@])")  # \\topcaption: CMS, supertabular
 _SUBCAPTION = re.compile(r"\\(?:sub)?caption(?![A-Za-z@])")
 _LABEL = re.compile(r"\\label\s*\{([^}]*)\}")
+_CONTINUED = re.compile(r"\\ContinuedFloat(?![A-Za-z@])")
 _GRAPHIC = re.compile(r"\\(includegraphics|epsfig|psfig|epsfbox|epsffile|epsfile|plotone|plottwo|plotfiddle"
                       r"|includestandalone|special)(?![A-Za-z@])")
 # commands whose one argument is key=value options naming the file
@@ -610,6 +611,7 @@ class RawFigure:
     start: int = 0
     drawn: str | None = None
     breaks: list[int] = field(default_factory=list)
+    continued: bool = False  # \ContinuedFloat: the previous float's number goes on
 
 
 def find_graphics(text: str, offset: int = 0) -> list[Graphic]:
@@ -770,7 +772,8 @@ def figures_in_env(text: str, env: Env) -> list[RawFigure]:
     if not caps:
         if not graphics and not panels:
             return []
-        fig = RawFigure(kind, env.name, None, False, _labels(masked), graphics, panels, env.start, drawn, breaks)
+        fig = RawFigure(kind, env.name, None, False, _labels(masked), graphics, panels, env.start, drawn, breaks,
+                        continued=bool(_CONTINUED.search(masked)))
         return [fig]
     figs = [RawFigure(kind, env.name, cap[2], cap[3], [], [], [], env.start + cap[0], drawn, breaks)
             for cap in caps]
@@ -780,6 +783,7 @@ def figures_in_env(text: str, env: Env) -> list[RawFigure]:
         figs[_owner_by_segment(g.pos, caps)].graphics.append(g)
     for p in panels:
         figs[_owner_by_segment(p.pos, caps)].panels.append(p)
+    figs[0].continued = bool(_CONTINUED.search(masked))
     return figs
 
 
