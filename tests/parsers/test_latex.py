@@ -456,7 +456,7 @@ def test_registry_detects_and_parses(tmp_path, full_tree):
     assert paper.paper_id == "paper"
     out = paper.to_cli_json()
     json.dumps(out)
-    assert out["parser"] == "latex/1.0.0" and out["figures"][0]["image_path"]
+    assert out["parser"] == "latex/1.1.0" and out["figures"][0]["image_path"]
 
 
 # ------------------------------------------------------------------ real arXiv e-prints

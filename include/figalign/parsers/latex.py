@@ -45,7 +45,7 @@ from figalign.records import Figure, FigureImage, ParsedPaper, SubFigure, figure
 from figalign.parsers.names import safe_name
 
 NAME = "latex"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: \ContinuedFloat parts numbered as printed
 
 log = logging.getLogger(__name__)
 
