@@ -14,7 +14,7 @@ from figalign.stages.parse import ParseStage
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, FigureRow
-from figalign.store.papers import missing_image_reasons
+from figalign.store.papers import image_origins, missing_image_reasons
 from tests.parsers.test_latex import doc, make_tar, png_bytes
 
 BODY = r"""
@@ -51,6 +51,8 @@ def test_panels_and_no_image_reasons_reach_the_store_and_status(engine, db_url, 
         assert panels.image_artifact_id not in {p["image"]["artifact_id"] for p in panels.subfigures}
         assert panels.width > 2 * panels.height  # the composite of both panels is the figure's image
         assert missing_image_reasons(s) == {"tikz-without-pdf": 1}
+        assert (tikz.image_origin, panels.image_origin) == (None, "composite")
+        assert image_origins(s) == {"composite": 1}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     from figalign.cli.pipeline import _status
@@ -58,6 +60,7 @@ def test_panels_and_no_image_reasons_reach_the_store_and_status(engine, db_url, 
     assert _status(argparse.Namespace()) == 0
     out = capsys.readouterr().out
     assert "no image   1 figures" in out and "1 × tikz-without-pdf" in out
+    assert "images     1 figures" in out and "1 × composite" in out
 
 
 def test_an_eprint_is_parsed_with_its_pdf_beside_it(tmp_path):

@@ -37,26 +37,30 @@ def test_upgrade_is_repeatable(db_url):
 
 
 def _seed_old_keys(db_url):
-    """A store at 0004 holding keys in the old, repeated-id form (and one duplicate's reason)."""
+    """A store at 0004 holding keys in the old, repeated-id form (and one duplicate's reason).
+
+    Rows go in as core inserts of the named columns only (plus the models' Python-side
+    defaults): the ORM would also write columns that later migrations added."""
+    from sqlalchemy import insert
+
     from figalign.store.db import session_scope
     from figalign.store.models import FigureRow, Paper
 
     migrate.upgrade(db_url, "0004")
     engine = make_engine(db_url)
     with session_scope(engine) as s:
-        arxiv = Paper(source="arxiv", external_id="1706.03762", version="v5", title="T", authors=[], categories=[])
-        pmc = Paper(source="pmc", external_id="PMC176545", version="", title="P", authors=[], categories=[])
-        s.add_all([arxiv, pmc])
-        s.flush()
-        rows = [
-            FigureRow(figure_key="arxiv:1706.03762v5:1706.03762:fig1", paper_id=arxiv.id, kind="figure",
-                      parser="latex", parser_version="1"),
-            FigureRow(figure_key="pmc:PMC176545:PMC176545:fig2", paper_id=pmc.id, kind="figure", parser="jats",
-                      parser_version="1", filter_reason="duplicate-of:arxiv:1706.03762v5:1706.03762:fig1"),
-            FigureRow(figure_key="pmc:PMC176545:tab#1", paper_id=pmc.id, kind="table", parser="jats",
-                      parser_version="1"),  # already short: left alone
-        ]
-        s.add_all(rows)
+        ids = [s.execute(insert(Paper).values(source=src, external_id=ext, version=v, title="T", authors=[],
+                                              categories=[]).returning(Paper.id)).scalar_one()
+               for src, ext, v in (("arxiv", "1706.03762", "v5"), ("pmc", "PMC176545", ""))]
+        arxiv, pmc = ids
+        s.execute(insert(FigureRow), [
+            dict(figure_key="arxiv:1706.03762v5:1706.03762:fig1", paper_id=arxiv, kind="figure",
+                 parser="latex", parser_version="1"),
+            dict(figure_key="pmc:PMC176545:PMC176545:fig2", paper_id=pmc, kind="figure", parser="jats",
+                 parser_version="1", filter_reason="duplicate-of:arxiv:1706.03762v5:1706.03762:fig1"),
+            dict(figure_key="pmc:PMC176545:tab#1", paper_id=pmc, kind="table", parser="jats",
+                 parser_version="1"),  # already short: left alone
+        ])
     return engine
 
 

@@ -51,13 +51,19 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_missing_images() -> None:
-    """Figures without an image, by the parser's reason: "none in the source" vs "we failed"."""
+    """Figures by where their image came from, and those without one by the parser's reason
+    ("none in the source" vs "we failed")."""
     from figalign.config import load_settings
     from figalign.store.db import get_engine, session_scope
-    from figalign.store.papers import missing_image_reasons
+    from figalign.store.papers import image_origins, missing_image_reasons
 
     with session_scope(get_engine(load_settings())) as session:
         reasons = missing_image_reasons(session)
+        origins = image_origins(session)
+    if origins:
+        print(f"{'images':<10} {sum(origins.values())} figures")
+        for origin, n in origins.items():
+            print(f"{'':<10}   {n} × {origin}")
     if reasons:
         print(f"{'no image':<10} {sum(reasons.values())} figures")
         for reason, n in reasons.items():

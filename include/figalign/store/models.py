@@ -140,6 +140,7 @@ class FigureRow(TimestampMixin, Base):
     parser: Mapped[str] = mapped_column(String(64))
     parser_version: Mapped[str] = mapped_column(String(32))
     filter_reason: Mapped[str | None] = mapped_column(Text)
+    image_origin: Mapped[str | None] = mapped_column(String(32))  # records.IMAGE_ORIGINS (migration 0010)
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("figures.id"))
 
 

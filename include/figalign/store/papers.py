@@ -80,12 +80,13 @@ def image_key(fig: Figure, panel: int | None = None) -> str:
 
 def _save_image(session: Session, fig: Figure, image: StoredImage | None) -> dict:
     if image is None:
-        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None)
+        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None, image_origin=None)
         if fig.no_image_reason:
             out["filter_reason"] = NO_IMAGE_PREFIX + fig.no_image_reason
         return out
     return dict(image_artifact_id=record_artifact(session, image.obj), width=fig.image.width,
-                height=fig.image.height, phash=fig.image.phash, pixel_sha256=image.pixel_sha256)
+                height=fig.image.height, phash=fig.image.phash, pixel_sha256=image.pixel_sha256,
+                image_origin=fig.image_origin)
 
 
 def _panel(session: Session, sub, image: StoredImage | None) -> dict:
@@ -109,6 +110,15 @@ def missing_image_reasons(session: Session) -> dict[str, int]:
         key = reason[len(NO_IMAGE_PREFIX):] if reason and reason.startswith(NO_IMAGE_PREFIX) else "unknown"
         out[key] = out.get(key, 0) + n
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def image_origins(session: Session) -> dict[str, int]:
+    """How many figures with an image got it from each origin (``pdf-crop``, ``composite`` …)."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(FigureRow.image_origin, func.count()).where(
+        FigureRow.image_artifact_id.is_not(None), FigureRow.kind == "figure").group_by(FigureRow.image_origin)).all()
+    return dict(sorted(((origin or "unknown", n) for origin, n in rows), key=lambda kv: -kv[1]))
 
 
 def _local_id(parsed: ParsedPaper, fig: Figure) -> str:
