@@ -65,7 +65,7 @@ def run_kind(name: str, inputs: list[Path], work: Path, grobid_url: str) -> dict
     from figalign.store.db import make_engine, session_scope
     from figalign.store.migrate import upgrade
     from figalign.storage import ArtifactStore
-    from figalign.store.models import FigureRow
+    from figalign.store.models import Artifact, FigureRow
     from sqlalchemy import func, select
 
     folder = work / "in"
@@ -90,6 +90,7 @@ def run_kind(name: str, inputs: list[Path], work: Path, grobid_url: str) -> dict
     with session_scope(engine) as s:
         out["figures"] = s.scalar(select(func.count()).select_from(FigureRow)) or 0
         out["kept"] = s.scalar(select(func.count()).select_from(FigureRow).where(kept_condition())) or 0
+        out["stored"] = s.scalar(select(func.coalesce(func.sum(Artifact.size), 0))) or 0
     options = ExportOptions(include_unrecaptioned=True)  # no VLM here: export the original captions
     for fmt in ("webdataset", "s1mmalign"):
         t = cpu()
@@ -130,14 +131,15 @@ def main() -> int:
         pdfs = kinds().get("pdf", [])
         floor = min(floor_text_pass(pdfs) for _ in range(args.repeat)) if pdfs else 0.0
     print("| kind | papers | figures (kept) | parse CPU s/paper | papers/s per core | filter ms/figure "
-          "| export WebDataset ms/kept | export S1-MMAlign ms/kept |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| export WebDataset ms/kept | export S1-MMAlign ms/kept | stored MB/paper |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in best.items():
         per_paper = r["parse"] / max(1, r["papers"])
         kept = max(1, r["kept"])
         print(f"| {name} | {r['papers']} ({r['parsed']} parsed) | {r['figures']} ({r['kept']}) | {per_paper:.3f} "
               f"| {1 / per_paper:.2f} | {1000 * r['filter'] / max(1, r['figures']):.1f} "
-              f"| {1000 * r['export webdataset'] / kept:.1f} | {1000 * r['export s1mmalign'] / kept:.1f} |")
+              f"| {1000 * r['export webdataset'] / kept:.1f} | {1000 * r['export s1mmalign'] / kept:.1f} "
+              f"| {r['stored'] / 1e6 / max(1, r['papers']):.2f} |")
     if pdfs:
         pdf = best["pdf"]
         print(f"\nbaseline: bare PyMuPDF get_text('dict') over the {len(pdfs)} PDFs: {floor:.2f} CPU s; "

@@ -80,7 +80,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     options = ExportOptions(embed_images=args.embed_images, max_shard_samples=args.shard_samples,
                             max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes,
                             include_unrecaptioned=args.include_unrecaptioned, gzip_level=args.gzip_level,
-                            licences=parse_licences(args.licences))
+                            licences=parse_licences(args.licences), units=args.units)
     results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
                          since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
                          options=options, quality=_quality(args))
@@ -107,6 +107,9 @@ def add_commands(sub) -> None:
                    help="Parquet: embed image bytes (default; --no-embed-images writes metadata only)")
     e.add_argument("--include-unrecaptioned", action="store_true",
                    help="S1-MMAlign: also export samples without a recaption (the published set has none)")
+    e.add_argument("--units", choices=["figures", "panels", "both"], default="figures",
+                   help="WebDataset/Parquet: whole figures (default), per-panel pairs (sub-caption + panel image), "
+                        "or both; S1-MMAlign always ships whole figures")
     e.add_argument("--gzip-level", type=int, default=0,
                    help="S1-MMAlign: gzip level of the image archives (0: stored; images are compressed already)")
     e.add_argument("--allow-licence", action="append", default=[], metavar="ID",

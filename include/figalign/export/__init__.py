@@ -24,6 +24,7 @@ from figalign.export.manifest import build_manifest, record_export, write_manife
 from figalign.export.options import ExportOptions
 from figalign.export.quality import QualityPolicy, quality_rules
 from figalign.export.selection import Selection, licence_rule, require_recaption
+from figalign.export.units import expand, require_panel_pair
 from figalign.filters import FilterPolicy
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
@@ -57,10 +58,17 @@ def release_rules(fmt: str, options: ExportOptions, policy: FilterPolicy, qualit
                               f"({','.join(sorted(policy.licences))}); add them to FIGALIGN_PROCESS_LICENCES "
                               "(and re-run filter, recaption and score) or pass --allow-licence")
         rules.append(licence_rule(options.licences))
+    if units_for(fmt, options) != "figures":
+        rules.append(require_panel_pair)
     rules += quality_rules(quality)
     if fmt == "s1mmalign" and not options.include_unrecaptioned:
         rules.append(require_recaption)
     return rules
+
+
+def units_for(fmt: str, options: ExportOptions) -> str:
+    """The units this format ships: S1-MMAlign's published layout holds whole figures only."""
+    return "figures" if fmt == "s1mmalign" else options.units
 
 
 def licence_summary(policy: FilterPolicy, options: ExportOptions) -> dict[str, Any]:
@@ -83,13 +91,16 @@ def export_one(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, *,
     started = time.perf_counter()
     try:
         with session_scope(engine) as session:
-            samples = iter_samples(session, policy, since, ordinals=fmt == "s1mmalign")
+            units = units_for(fmt, options)
+            samples = expand(iter_samples(session, policy, since, ordinals=fmt == "s1mmalign",
+                                          panels=units != "figures"), units)
             result = write(stats.tap(selection.apply(samples)), out_dir, store, options)
     except BaseException:
         selection.abort()
         raise
     dropped = selection.close()
     extra = {"embed_images": options.embed_images} if fmt == "parquet" else {}
+    extra["units"] = units_for(fmt, options)
     extra["selection"] = selection.summary()
     extra["quality"] = quality.as_dict()
     extra["licences"] = dict(licence_summary(policy, options), mix=dict(stats.licences.most_common()))

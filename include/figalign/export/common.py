@@ -42,6 +42,7 @@ FIELDS: dict[str, str] = {
     "image_bytes": "int64", "width": "int64", "height": "int64", "caption": "string", "recaption": "string",
     "recaption_model": "string", "recaption_prompt_hash": "string", "recaption_params_hash": "string",
     "contexts": "list<context>", "metrics": "list<metric>", "parser": "string", "parser_version": "string",
+    "unit": "string", "parent_key": "string", "panel_label": "string", "image_origin": "string",
 }
 """The metadata schema, in output order. ``image_path`` is filled by each format."""
 
@@ -134,7 +135,8 @@ def exportable(row, paper, policy: FilterPolicy) -> bool:
 # plain columns, not ORM entities: selection is a large share of export time
 COLUMNS = (FigureRow.id, FigureRow.paper_id, FigureRow.figure_key, FigureRow.label, FigureRow.kind, FigureRow.width,
            FigureRow.height, FigureRow.parser, FigureRow.parser_version, FigureRow.filter_reason,
-           FigureRow.duplicate_of_id, FigureRow.image_artifact_id, FigureRow.created_at, Artifact.sha256,
+           FigureRow.duplicate_of_id, FigureRow.image_artifact_id, FigureRow.created_at, FigureRow.image_origin,
+           FigureRow.subfigures, Artifact.sha256,
            Artifact.size, Artifact.storage_uri, Artifact.media_type)
 PAPER_COLUMNS = (Paper.id, Paper.source, Paper.external_id, Paper.version, Paper.doi, Paper.title, Paper.categories,
                  Paper.discipline, Paper.licence, Paper.licence_url, Paper.retracted, Paper.source_urls)
@@ -204,11 +206,12 @@ def _base_query(since: dt.datetime | None):
 
 
 def iter_samples(session: Session, policy: FilterPolicy | None = None,
-                 since: dt.datetime | None = None, *, ordinals: bool = False) -> Iterator[Sample]:
+                 since: dt.datetime | None = None, *, ordinals: bool = False, panels: bool = False) -> Iterator[Sample]:
     """Exportable samples in figure-id order, loaded in chunks (constant memory).
 
     ``ordinals`` also ranks each figure among its paper's figures (S1-MMAlign's
     ``figNNN`` names): one more query per chunk, so only the formats that need it ask.
+    ``panels`` attaches each figure's panel samples (``export.units``), one more query.
     """
     policy = policy or FilterPolicy.from_env()
     papers = PaperCache(session)
@@ -221,7 +224,7 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
         by_id = papers.load({r.paper_id for r in rows})
         keep = [(r, by_id[r.paper_id]) for r in rows if exportable(r, by_id[r.paper_id], policy)]
         ranks = _ordinals(session, {r.paper_id for r, _ in keep}) if ordinals and keep else {}
-        yield from _build(session, keep, ranks)
+        yield from _build(session, keep, ranks, panels)
 
 
 def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
@@ -237,11 +240,15 @@ def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
     return out
 
 
-def _build(session: Session, rows: list, ranks: dict[int, int] | None = None) -> Iterator[Sample]:
+def _build(session: Session, rows: list, ranks: dict[int, int] | None = None,
+           panels: bool = False) -> Iterator[Sample]:
+    from figalign.export.units import artifact_uris, panel_samples
+
     ids = [r.id for r, _ in rows]
     if not ids:
         return
     ranks = ranks or {}
+    uris = artifact_uris(session, [r.subfigures for r, _ in rows]) if panels else {}
     originals, recaptions = _captions(session, ids)
     contexts = _contexts(session, ids)
     metrics, scored = _metrics(session, ids)
@@ -252,8 +259,11 @@ def _build(session: Session, rows: list, ranks: dict[int, int] | None = None) ->
         recap = recaptions.get(row.id)
         mine = {original.id, recap.id if recap else None}
         scores = {(m, model, kind): v for cid, m, model, kind, v in scored[row.id] if cid in mine}
-        yield _sample(row, paper, original.text, recap, contexts[row.id], metrics[row.id],
-                      ranks.get(row.id, 0), scores)
+        sample = _sample(row, paper, original.text, recap, contexts[row.id], metrics[row.id],
+                         ranks.get(row.id, 0), scores)
+        if panels:
+            sample.meta["_panels"] = panel_samples(sample, row.subfigures, uris)
+        yield sample
 
 
 def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any]]:
@@ -313,6 +323,7 @@ def _sample(row, paper: PaperFields, caption: str, recap, contexts: list[dict[st
         "recaption_prompt_hash": recap.prompt_hash if recap else None,
         "recaption_params_hash": recap.params_hash if recap else None,
         "contexts": contexts, "metrics": metrics, "parser": row.parser, "parser_version": row.parser_version,
+        "unit": "figure", "parent_key": None, "panel_label": None, "image_origin": row.image_origin,
     }
     ext = MEDIA_EXT.get(row.media_type or "", "png")
     return Sample(key, paper.source, row.storage_uri, ext, row.created_at, meta, ordinal, scores or {})

@@ -37,10 +37,14 @@ class ExportOptions:
     gzip_level: int = 0
     include_unrecaptioned: bool = False
     licences: frozenset[str] | None = None  # the release's licence filter; None: all the policy allows
+    units: str = "figures"  # or panels / both (export.units); S1-MMAlign ships whole figures only
 
     def __post_init__(self) -> None:
         if not 0 <= self.gzip_level <= 9:
             raise ConfigError(f"gzip level must be 0-9, got {self.gzip_level}")
+        from figalign.export.units import check_units
+
+        check_units(self.units)
         if self.max_tar_bytes <= 0:
             raise ConfigError(f"the archive piece size must be positive, got {self.max_tar_bytes}")
 
