@@ -104,6 +104,8 @@ def test_both_ships_each_figure_then_its_captioned_panels(store_with_panels, tmp
     manifest = json.loads((tmp_path / "wds" / "manifest.json").read_text())
     assert manifest["units"] == "both" and result["samples"] == 5
     assert manifest["selection"]["dropped"] == {"panel-without-subcaption": 1}
+    card = (tmp_path / "wds" / "README.md").read_text()
+    assert "Units: each whole figure" in card and "| panel-without-subcaption | 1 |" in card
 
 
 def test_panels_only_in_parquet_and_s1mmalign_keeps_whole_figures(store_with_panels, tmp_path):

@@ -201,12 +201,24 @@ QUALITY_TEXT = {
 }
 
 
+UNITS_TEXT = {
+    "figures": "Units: whole figures (`unit` = figure); a multi-panel figure's image shows every panel "
+               "(`image_origin`: pdf-crop, composite or single-file).",
+    "panels": "Units: panels (`unit` = panel): each panel's own image with its sub-caption; `parent_key` names "
+              "the whole figure. Panels without an image or sub-caption are left out.",
+    "both": "Units: each whole figure (`unit` = figure) followed by its panels (`unit` = panel, `parent_key` = "
+            "the figure's key): count pairs by `unit` before training.",
+}
+
+
 def _quality_lines(manifest: dict[str, Any]) -> list[str]:
     """The quality policy this release was cut with, and what it (and the release's other
     rules) left out or changed, by reason; each dropped sample is listed in dropped.jsonl."""
     q = manifest.get("quality") or {}
     sel = manifest.get("selection") or {}
     lines = ["## Selection and quality policy", ""]
+    units = manifest.get("units", "figures")
+    lines += [UNITS_TEXT.get(units, f"Units: {units}."), ""]
     rules = [f"- {text}: {q[name]:g}" for name, text in QUALITY_TEXT.items() if q.get(name) is not None]
     if q.get("drop_flags"):
         rules.append(f"- remove a recaption flagged by validation as: {', '.join(q['drop_flags'])}")
