@@ -430,3 +430,59 @@ def test_meca_excluded_licence_keeps_the_row_and_stores_no_files(engine, s3_serv
         assert paper.excluded_reason.startswith("licence: unknown")
         assert s.scalars(select(PaperFile)).all() == []
         assert s.scalars(select(StageRun).where(StageRun.stage == "parse")).all() == []
+
+
+# --- the CLI and the Airflow task bodies ---------------------------------------------------------
+
+
+def test_cli_arxiv_bulk_runs_and_a_second_run_skips_done_tars(engine, db_url, s3_server, s3_env, tmp_path,
+                                                               monkeypatch, capsys):
+    import json
+
+    from figalign.cli import main
+
+    tars = {"src/arXiv_src_1708_001.tar": _tar([("1708/1708.00137.gz", _eprint("1708.00137.tar.gz"))])}
+    _requester_pays_bucket(s3_server, s3_env, {**tars, arxiv_bulk.MANIFEST_KEY: _manifest(tars)})
+    monkeypatch.setenv("FIGALIGN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FIGALIGN_DATABASE_URL", db_url)
+    monkeypatch.setenv("FIGALIGN_ARXIV_BULK_URL", s3_env)
+    assert main(["harvest", "arxiv-bulk", "--from-yymm", "1708", "--until-yymm", "1708"]) == 0
+    plan, summary = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert plan["plan"]["enqueued"] == 1 and summary["statuses"] == {"done": 1}
+    assert main(["harvest", "arxiv-bulk", "--from-yymm", "1708", "--until-yymm", "1708"]) == 0
+    plan, summary = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert plan["plan"]["done_before"] == 1 and summary["claimed"] == 0
+    with pytest.raises(SystemExit):
+        main(["harvest", "arxiv-bulk", "--from-yymm", "1713", "--until-yymm", "1708"])
+    # a tar replaced in the manifest (new md5) is read again
+    tars = {"src/arXiv_src_1708_001.tar": _tar([("1708/1708.00137.gz", _eprint("1708.00137.tar.gz")),
+                                                ("1708/1708.00138.gz", _eprint("1801.03879.tar.gz"))])}
+    _requester_pays_bucket(s3_server, s3_env, {**tars, arxiv_bulk.MANIFEST_KEY: _manifest(tars)})
+    assert main(["harvest", "arxiv-bulk", "--from-yymm", "1708", "--until-yymm", "1708"]) == 0
+    plan, summary = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert plan["plan"]["requeued"] == 1 and summary["statuses"] == {"done": 1}
+    with session_scope(engine) as s:
+        assert sorted(s.scalars(select(Paper.external_id))) == ["1708.00137", "1708.00138"]
+
+
+def test_task_bodies_plan_then_workers_share_the_queue(engine, db_url, s3_server, s3_env, tmp_path, monkeypatch):
+    from figalign.stages.bulk import plan_from_params, work_queue
+    from figalign.store.queue import RunContext
+
+    members, figures = _plos_package()
+    package = _meca(members, figures)
+    _requester_pays_bucket(s3_server, s3_env, {f"Current_Content/{m}_2026/{m}.meca": package
+                                               for m in ("October", "November", "December")})
+    settings = load_settings({"FIGALIGN_DATA_DIR": str(tmp_path / "data"), "FIGALIGN_DATABASE_URL": db_url})
+    monkeypatch.setenv("FIGALIGN_BIORXIV_BULK_URL", s3_env)
+    plan = plan_from_params("biorxiv", {"from_month": "October_2026", "until_month": "November_2026",
+                                        "folders": ["Current_Content/December_2026"]}, settings)
+    assert (plan["selected"], plan["enqueued"]) == (3, 3)
+    first = work_queue("biorxiv", settings, ctx=RunContext(owner="w1"), max_items=1)
+    rest = work_queue("biorxiv", settings, ctx=RunContext(owner="w2"))
+    assert first["claimed"] == 1 and rest["claimed"] == 2
+    assert all(r.status == "done" and r.attempts == 1 for r in _runs(engine, "bulk_biorxiv").values())
+    with pytest.raises(ValueError, match="name months"):
+        plan_from_params("biorxiv", {}, settings)
+    with pytest.raises(ValueError, match="not a bucket folder"):
+        plan_from_params("biorxiv", {"folders": ["../other-bucket"]}, settings)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 
@@ -24,55 +23,27 @@ def _yymm(value: str) -> str:
     return value
 
 
-def _runtime(source: str):
+def _cmd(args: argparse.Namespace) -> int:
     from figalign.config import load_settings
-    from figalign.sources.bulk_s3 import BulkLocation
-    from figalign.storage import ArtifactStore
+    from figalign.stages.base import drain
+    from figalign.stages.bulk import bulk_stage, plan_bulk
     from figalign.store.db import get_engine
 
+    source = args.source.removesuffix("-bulk")
     settings = load_settings()
-    return settings, get_engine(settings), BulkLocation.from_env(source), ArtifactStore(settings.data_dir)
-
-
-def _run(stage, engine, plan, args) -> int:
-    from figalign.stages.base import drain
-
+    engine = get_engine(settings)
+    stage = bulk_stage(source, settings)
+    try:
+        selection = (dict(from_yymm=args.from_yymm, until_yymm=args.until_yymm) if source == "arxiv" else
+                     dict(months=args.month, from_month=args.from_month, until_month=args.until_month,
+                          folders=args.folder))
+        plan = plan_bulk(engine, stage, retry_failed=args.retry_failed, limit=args.limit, **selection)
+    except ValueError as exc:
+        raise SystemExit(f"figalign harvest {args.source}: {exc}") from exc
     print(json.dumps({"plan": plan.as_dict()}), file=sys.stdout)
     summary = drain(stage, engine, size=args.batch_size)
     print(json.dumps(summary.as_dict()), file=sys.stdout)
     return 0 if not summary.statuses.get("failed") else 1
-
-
-def _cmd_arxiv(args: argparse.Namespace) -> int:
-    from figalign.stages.bulk import ArxivBulkStage, plan_arxiv
-
-    settings, engine, location, store = _runtime("arxiv")
-    stage = ArxivBulkStage(location, store, arxiv_base_url=settings.arxiv_base_url)
-    plan = plan_arxiv(engine, stage, args.from_yymm, args.until_yymm, retry_failed=args.retry_failed,
-                      limit=args.limit)
-    return _run(stage, engine, plan, args)
-
-
-def _cmd_meca(args: argparse.Namespace) -> int:
-    from figalign.sources.meca import month_folder, month_range
-    from figalign.stages.bulk import MecaBulkStage, plan_meca
-
-    source = args.source.removesuffix("-bulk")
-    try:
-        folders = [month_folder(m) for m in args.month or []]
-        if args.from_month or args.until_month:
-            if not (args.from_month and args.until_month):
-                raise SystemExit("--from-month and --until-month go together")
-            folders += month_range(args.from_month, args.until_month)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    folders += [f.strip("/") for f in args.folder or [] if re.match(r"^[A-Za-z0-9_./-]+$", f) and ".." not in f]
-    if not folders:
-        raise SystemExit("give --month, --from-month/--until-month or --folder")
-    settings, engine, location, store = _runtime(source)
-    stage = MecaBulkStage(source, location, store)
-    plan = plan_meca(engine, stage, folders, retry_failed=args.retry_failed, limit=args.limit)
-    return _run(stage, engine, plan, args)
 
 
 def _common(p) -> None:
@@ -87,7 +58,7 @@ def add_bulk_commands(hs) -> None:
     p.add_argument("--from-yymm", type=_yymm, required=True, help="first month, YYMM (e.g. 2301)")
     p.add_argument("--until-yymm", type=_yymm, required=True, help="last month (inclusive), YYMM")
     _common(p)
-    p.set_defaults(func=_cmd_arxiv)
+    p.set_defaults(func=_cmd)
     for name in ("biorxiv", "medrxiv"):
         p = hs.add_parser(f"{name}-bulk", help=f"{name} MECA packages from s3://{name}-src-monthly (requester pays; "
                                                 f"FIGALIGN_{name.upper()}_BULK_URL)")
@@ -96,4 +67,4 @@ def add_bulk_commands(hs) -> None:
         p.add_argument("--until-month", help="last month of a range (inclusive), Month_Year")
         p.add_argument("--folder", action="append", help="any folder of the bucket, e.g. Back_Content/Batch_01")
         _common(p)
-        p.set_defaults(func=_cmd_meca)
+        p.set_defaults(func=_cmd)

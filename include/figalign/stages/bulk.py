@@ -339,3 +339,70 @@ def plan_meca(engine: Engine, stage: MecaBulkStage, folders: list[str], *, retry
             if limit is not None and len(chosen) >= limit:
                 break
     return _plan(engine, stage, chosen, summary, retry_failed=retry_failed)
+
+
+# --- one entry point for the CLI and the Airflow tasks -------------------------------------------
+
+
+def bulk_stage(source: str, settings, *, env=None, extra_options=None) -> ArxivBulkStage | MecaBulkStage:
+    """The bulk stage of ``source`` (arxiv, biorxiv, medrxiv) for these settings; storage
+    options (e.g. credentials of an Airflow connection) on top of the environment's."""
+    location = BulkLocation.from_env(source, env, extra_options)
+    store = ArtifactStore(settings.data_dir)
+    if source == "arxiv":
+        return ArxivBulkStage(location, store, arxiv_base_url=settings.arxiv_base_url)
+    return MecaBulkStage(source, location, store)
+
+
+def plan_bulk(engine: Engine, stage: ArxivBulkStage | MecaBulkStage, *, from_yymm: str | None = None,
+              until_yymm: str | None = None, months: list[str] | None = None, from_month: str | None = None,
+              until_month: str | None = None, folders: list[str] | None = None, retry_failed: bool = False,
+              limit: int | None = None) -> PlanSummary:
+    """Queue a selection: arXiv by YYMM range; bioRxiv/medRxiv by months, a month range or
+    folders. A selection that names nothing is a ``ValueError`` (the caller's input)."""
+    if isinstance(stage, ArxivBulkStage):
+        if not (from_yymm and until_yymm):
+            raise ValueError("arXiv bulk needs from_yymm and until_yymm (YYMM)")
+        return plan_arxiv(engine, stage, from_yymm, until_yymm, retry_failed=retry_failed, limit=limit)
+    chosen = [meca.month_folder(m) for m in months or []]
+    if from_month or until_month:
+        if not (from_month and until_month):
+            raise ValueError("from_month and until_month go together")
+        chosen += meca.month_range(from_month, until_month)
+    for folder in folders or []:
+        if not re.match(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$", folder) or ".." in folder.split("/"):
+            raise ValueError(f"not a bucket folder: {folder!r}")
+        chosen.append(folder.strip("/"))
+    if not chosen:
+        raise ValueError("name months (Month_Year), a month range or folders")
+    return plan_meca(engine, stage, chosen, retry_failed=retry_failed, limit=limit)
+
+
+def plan_from_params(source: str, params: dict, settings, *, extra_options=None) -> dict:
+    """The Airflow plan task's body: queue the run's selection; return its counts."""
+    from figalign.store.db import get_engine
+
+    stage = bulk_stage(source, settings, extra_options=extra_options)
+    plan = plan_bulk(get_engine(settings), stage, from_yymm=params.get("from_yymm"),
+                     until_yymm=params.get("until_yymm"), months=params.get("months") or [],
+                     from_month=params.get("from_month"), until_month=params.get("until_month"),
+                     folders=params.get("folders") or [], retry_failed=bool(params.get("retry_failed")),
+                     limit=params.get("limit"))
+    return plan.as_dict()
+
+
+def work_queue(source: str, settings, *, ctx=None, extra_options=None, max_items: int | None = None) -> dict:
+    """One worker's share: claim and process items of the source's bulk stage, one at a
+    time, until none is left (or ``max_items``); several run side by side, each item once."""
+    from figalign.stages.base import BatchSummary, run_batch
+    from figalign.store.db import get_engine
+
+    stage = bulk_stage(source, settings, extra_options=extra_options)
+    engine = get_engine(settings)
+    total = BatchSummary(stage.name)
+    while max_items is None or total.claimed < max_items:
+        batch = run_batch(stage, engine, size=1, ctx=ctx, discover=False)
+        total.add(batch)
+        if batch.claimed == 0:
+            break
+    return total.as_dict()
