@@ -486,3 +486,31 @@ def test_task_bodies_plan_then_workers_share_the_queue(engine, db_url, s3_server
         plan_from_params("biorxiv", {}, settings)
     with pytest.raises(ValueError, match="not a bucket folder"):
         plan_from_params("biorxiv", {"folders": ["../other-bucket"]}, settings)
+
+
+@pytest.mark.slow
+def test_a_tar_is_streamed_not_held_in_memory(s3_server, s3_env, tmp_path):
+    """A 134 MB tar of 8 MB members goes through with a Python heap peak bounded by a few members
+    and read blocks, not by the tar."""
+    import os
+    import tracemalloc
+
+    from figalign.store.queue import Claimed
+
+    members = [(f"1708/1708.{n:05d}.gz", b"\x1f\x8b" + os.urandom(8 * 1024 * 1024)) for n in range(1, 17)]
+    tars = {"src/arXiv_src_1708_001.tar": _tar(members)}
+    _requester_pays_bucket(s3_server, s3_env, {**tars, arxiv_bulk.MANIFEST_KEY: _manifest(tars)})
+    size = len(tars["src/arXiv_src_1708_001.tar"])
+    del tars, members
+    stage = _arxiv_stage(s3_env, tmp_path)
+    item = Claimed(1, stage.name, stage.entity_type, "src/arXiv_src_1708_001.tar", 1, "t")
+    job = stage.load(None, item)
+    tracemalloc.start()
+    try:
+        job = stage.compute(item, job)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(job.stored) == 16 and job.bytes == size
+    print(f"streamed a {size / 1e6:.0f} MB tar with a Python heap peak of {peak / 1e6:.1f} MB")
+    assert peak < 64e6 < size / 2, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB tar"

@@ -167,8 +167,9 @@ class _Reader:
         if problem:
             raise BadInputError(problem)
         try:
-            with self.zf.open(self.by_name[href]) as src:
-                data = src.read(self.max_member + 1)
+            info = self.by_name[href]
+            with self.zf.open(info) as src:  # yields at most the header's size (then checks the CRC)
+                data = src.read(min(info.file_size, self.max_member) + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise BadInputError(f"damaged member: {exc}") from exc
         if len(data) > self.max_member:  # the header lied about the size
