@@ -514,3 +514,24 @@ def test_a_tar_is_streamed_not_held_in_memory(s3_server, s3_env, tmp_path):
     assert len(job.stored) == 16 and job.bytes == size
     print(f"streamed a {size / 1e6:.0f} MB tar with a Python heap peak of {peak / 1e6:.1f} MB")
     assert peak < 64e6 < size / 2, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB tar"
+
+
+def test_meca_manifest_without_figure_items_takes_the_images_beside_the_jats():
+    from figalign.sources import meca
+
+    members, figures = _plos_package()
+    members["elsewhere/stray.png"] = members[figures[0]]
+    with zipfile.ZipFile(io.BytesIO(_meca(members, []))) as zf:
+        package = meca.read_package(zf, max_member_bytes=10 << 20, max_total_bytes=40 << 20)
+    assert package.jats.name == "pone.0000010.xml" and package.pdf.name == "pone.0000010.pdf"
+    assert [f.name for f in package.media] == [p.rsplit("/", 1)[1] for p in figures]
+    with zipfile.ZipFile(io.BytesIO(_meca(members, []))) as zf, pytest.raises(BadInputError, match="zip bomb"):
+        meca.read_package(zf, max_member_bytes=10 << 20, max_total_bytes=200_000)
+    assert meca.month_range("November_2026", "Feb_2027") == [
+        "Current_Content/November_2026", "Current_Content/December_2026", "Current_Content/January_2027",
+        "Current_Content/February_2027"]
+    meta = meca.jats_meta(members["content/pone.0000010.xml"])
+    assert (meta.doi, meta.version, meta.licence) == ("10.1371/journal.pone.0000010", "1", "cc-by")
+    versioned = members["content/pone.0000010.xml"].replace(b"</article-meta>",
+                                                            b"<article-version>1.3</article-version></article-meta>")
+    assert meca.jats_meta(versioned).version == "3"

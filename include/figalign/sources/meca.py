@@ -199,6 +199,10 @@ def read_package(zf: zipfile.ZipFile, *, max_member_bytes: int, max_total_bytes:
     except BadInputError as exc:
         raise BadInputError(f"JATS {jats_item.href!r} refused: {exc}") from exc
     package = Package(jats)
+    if not media_items:  # a manifest that lists no figures: the image files beside the JATS
+        folder = PurePosixPath(jats.href).parent
+        media_items = [ManifestItem("figure", "", name) for name in sorted(reader.by_name)
+                       if PurePosixPath(name).parent == folder and PurePosixPath(name).suffix.lower() in IMAGE_EXTS]
     if pdf_item is not None:
         package.pdf = _take(reader, package, "pdf", pdf_item.href)
     seen = {jats.name} | ({package.pdf.name} if package.pdf else set())
