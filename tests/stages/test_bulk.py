@@ -68,7 +68,8 @@ def _manifest(tars: dict[str, bytes], *, wrong_md5: set[str] = frozenset()) -> b
                      f"<first_item>x</first_item><last_item>y</last_item><md5sum>{md5}</md5sum>"
                      f"<num_items>2</num_items><seq_num>{int(name[-7:-4])}</seq_num><size>{len(data)}</size>"
                      f"<timestamp>{TAR_TIME}</timestamp><yymm>{yymm}</yymm></file>")
-    return f"<?xml version='1.0' encoding='UTF-8'?>\n<arXivSRC>{''.join(files)}<timestamp>x</timestamp></arXivSRC>".encode()
+    body = "".join(files)
+    return f"<?xml version='1.0' encoding='UTF-8'?>\n<arXivSRC>{body}<timestamp>x</timestamp></arXivSRC>".encode()
 
 
 def _requester_pays_bucket(s3_server, bucket_url: str, objects: dict[str, bytes]) -> None:
