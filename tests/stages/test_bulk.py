@@ -526,6 +526,10 @@ def test_meca_manifest_without_figure_items_takes_the_images_beside_the_jats():
         package = meca.read_package(zf, max_member_bytes=10 << 20, max_total_bytes=40 << 20)
     assert package.jats.name == "pone.0000010.xml" and package.pdf.name == "pone.0000010.pdf"
     assert [f.name for f in package.media] == [p.rsplit("/", 1)[1] for p in figures]
+    bombed = {**members, "content/zeros.png": b"\0" * (3 << 20)}
+    with zipfile.ZipFile(io.BytesIO(_meca(bombed, ["content/zeros.png"]))) as zf:
+        package = meca.read_package(zf, max_member_bytes=10 << 20, max_total_bytes=40 << 20)
+    assert package.media == [] and package.refused == [("content/zeros.png", "compression ratio over 200:1 (zip bomb?)")]
     with zipfile.ZipFile(io.BytesIO(_meca(members, []))) as zf, pytest.raises(BadInputError, match="zip bomb"):
         meca.read_package(zf, max_member_bytes=10 << 20, max_total_bytes=200_000)
     assert meca.month_range("November_2026", "Feb_2027") == [
