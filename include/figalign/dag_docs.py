@@ -37,6 +37,16 @@ Publishes `figalign://papers/biorxiv`. The `sets` parameter must stay empty.
 As **figalign_harvest_biorxiv**, for medRxiv (`api.biorxiv.org/details/medrxiv/…`, PDFs from
 www.medrxiv.org); every medRxiv category counts as Medicine. Publishes `figalign://papers/medrxiv`.
 """ + COMMON,
+    "harvest_bulk": """### figalign · harvest from a bulk bucket
+Manual backfill from a provider's requester-pays bucket: arXiv source tars
+(`s3://arxiv/src/arXiv_src_YYMM_NNN.tar`, set `from_yymm`/`until_yymm`) or bioRxiv/medRxiv MECA
+packages (`Current_Content/<Month>_<Year>`, set `months` or `from_month`/`until_month`, or
+`folders`). `plan` queues each tar/package as one work item; `workers` mapped tasks claim them from
+the shared queue, so each is read once however many workers run. Tars are md5-checked against the
+manifest and resumable per tar; refused archive members are listed with reasons in the item's
+output. Credentials: connection `figalign_bulk_aws` (login = key id, password = secret) or the
+workers' AWS environment; the downloader pays AWS for the transfer (docs/operations.md, Bulk sources).
+""" + COMMON,
     "ingest_local": """### figalign · ingest a local folder
 Stores every paper of a folder (PDFs, JATS XML with figure files, LaTeX e-prints) and queues
 it for parsing. Publishes `figalign://papers/local`.

@@ -274,3 +274,57 @@ def build_export_dag() -> DAG:
 
         export()
     return dag
+
+
+# ---------------------------------------------------------------- bulk sources
+
+
+def _bulk_options() -> dict:
+    """Requester-pays credentials from the ``figalign_bulk_aws`` connection, when defined."""
+    try:
+        from figalign_airflow.hooks import bulk_storage_options
+    except ModuleNotFoundError:
+        return {}
+    return bulk_storage_options()
+
+
+def build_bulk_harvest_dag() -> DAG:
+    """Manual backfill from a provider's bulk bucket: queue the selection, then ``workers``
+    mapped tasks claim tars/packages from the shared queue (each item once, across workers)."""
+    with DAG(
+        dag_id="figalign_harvest_bulk", schedule=None, start_date=START, catchup=False, max_active_runs=1,
+        default_args=DEFAULT_ARGS, tags=TAGS + ["harvest", "bulk"], doc_md=_doc("harvest_bulk"),
+        params={
+            "source": Param("arxiv", enum=["arxiv", "biorxiv", "medrxiv"], description="whose bulk bucket"),
+            "from_yymm": Param(None, type=["null", "string"], pattern="^[0-9]{4}$", description="arXiv: first month"),
+            "until_yymm": Param(None, type=["null", "string"], pattern="^[0-9]{4}$", description="arXiv: last month"),
+            "months": Param([], type=["array", "null"], items={"type": "string"},
+                            description="bioRxiv/medRxiv: Current_Content months, e.g. November_2026"),
+            "from_month": Param(None, type=["null", "string"], description="bioRxiv/medRxiv: first month, Month_Year"),
+            "until_month": Param(None, type=["null", "string"], description="bioRxiv/medRxiv: last month, Month_Year"),
+            "folders": Param([], type=["array", "null"], items={"type": "string"},
+                             description="bioRxiv/medRxiv: other folders, e.g. Back_Content/Batch_01"),
+            "limit": Param(None, type=["null", "integer"], minimum=1, description="queue at most this many items"),
+            "retry_failed": Param(False, type=["boolean", "null"], description="give failed items their attempts back"),
+            "workers": Param(2, type="integer", minimum=1, maximum=64, description="parallel tasks taking items"),
+        },
+    ) as dag:
+
+        @task
+        def plan() -> list[int]:
+            from figalign.stages.bulk import plan_from_params
+
+            params = get_current_context()["params"]
+            plan_from_params(params["source"], params, task_settings(), extra_options=_bulk_options())
+            return list(range(int(params["workers"])))
+
+        @task(execution_timeout=timedelta(hours=12))
+        def work(slot: int) -> dict:
+            from figalign.stages.bulk import work_queue
+
+            ctx = get_current_context()
+            return work_queue(ctx["params"]["source"], task_settings(), ctx=run_context(ctx),
+                              extra_options=_bulk_options())
+
+        work.expand(slot=plan())
+    return dag

@@ -53,6 +53,27 @@ def overrides_from_connections() -> dict[str, Any]:
     return out
 
 
+def bulk_storage_options(conn_id: str = "figalign_bulk_aws") -> dict[str, Any]:
+    """s3fs options for the requester-pays bulk buckets from an Airflow connection (login =
+    access key id, password = secret; extra ``endpoint_url``, ``region_name``, ``token``).
+    Without the connection: none, and the standard AWS chain (environment, profile, role) applies."""
+    conn = _connection(conn_id)
+    if conn is None:
+        return {}
+    extra = conn.extra_dejson or {}
+    out: dict[str, Any] = {}
+    if conn.login:
+        out["key"] = conn.login
+    if conn.password:
+        out["secret"] = conn.password
+    if extra.get("token"):
+        out["token"] = extra["token"]
+    client = {k: extra[k] for k in ("endpoint_url", "region_name") if extra.get(k)}
+    if client:
+        out["client_kwargs"] = client
+    return out
+
+
 def figalign_settings() -> Settings:
     """The effective settings of a task: environment, then Airflow connections."""
     return load_settings(**overrides_from_connections())

@@ -14,7 +14,8 @@ from airflow.sdk.exceptions import ParamValidationError
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 EXPECTED = {"figalign_harvest_arxiv", "figalign_harvest_pmc", "figalign_harvest_biorxiv", "figalign_harvest_medrxiv",
-            "figalign_ingest_local", "figalign_process", "figalign_recaption", "figalign_score", "figalign_export"}
+            "figalign_ingest_local", "figalign_process", "figalign_recaption", "figalign_score", "figalign_export",
+            "figalign_harvest_bulk"}
 
 
 @pytest.fixture(scope="module")

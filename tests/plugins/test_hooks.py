@@ -40,3 +40,21 @@ def test_missing_connections_leave_the_environment_in_place(monkeypatch):
     monkeypatch.setenv("FIGALIGN_GROBID_URL", "http://127.0.0.1:8070")
     assert overrides_from_connections() == {}
     assert figalign_settings().grobid_url == "http://127.0.0.1:8070"
+
+
+def test_bulk_credentials_come_from_the_connection(monkeypatch):
+    from figalign_airflow.hooks import bulk_storage_options
+
+    monkeypatch.delenv("AIRFLOW_CONN_FIGALIGN_BULK_AWS", raising=False)
+    assert bulk_storage_options() == {}  # no connection: the standard AWS chain applies
+    monkeypatch.setenv("AIRFLOW_CONN_FIGALIGN_BULK_AWS", json.dumps({
+        "conn_type": "aws", "login": "AKIDEXAMPLE", "password": "s3cret",
+        "extra": {"region_name": "us-east-1", "endpoint_url": "http://127.0.0.1:9000"}}))
+    options = bulk_storage_options()
+    assert options == {"key": "AKIDEXAMPLE", "secret": "s3cret",
+                       "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"}}
+    from figalign.sources.bulk_s3 import BulkLocation
+
+    location = BulkLocation.from_env("biorxiv", {}, options)
+    assert location.url == "s3://biorxiv-src-monthly"
+    assert location.storage_options == {"requester_pays": True, **options}

@@ -1,4 +1,4 @@
-"""`figalign harvest arxiv|pmc|biorxiv|medrxiv …` and `figalign fetch`: the harvesting commands.
+"""`figalign harvest arxiv|pmc|biorxiv|medrxiv …` (and the bulk sources, ``cli.bulk``) and `figalign fetch`: the harvesting commands.
 
 ``add_commands(subparsers)`` registers them on the main CLI. They assume a migrated store
 (`figalign db upgrade`). A ``--from/--until`` range follows the same window rule as the
@@ -100,6 +100,9 @@ def add_commands(subparsers) -> None:
         p.add_argument("--force", action="store_true", help="harvest windows again even if done")
         p.add_argument("--overlap-days", type=int, help="days before --from to list again (default 2)")
         p.set_defaults(func=_cmd_harvest)
+    from figalign.cli.bulk import add_bulk_commands
+
+    add_bulk_commands(hs)
     f = subparsers.add_parser("fetch", help="download files of harvested papers into the artifact store")
     f.add_argument("--limit", type=int, help="process at most N papers (one batch)")
     f.add_argument("--arxiv-pdf", choices=["always", "fallback"], default="always",
