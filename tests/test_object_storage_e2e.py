@@ -125,7 +125,8 @@ def test_pipeline_on_s3_matches_a_local_data_dir(source, s3_env, s3_server, pg_u
     on_server = set(keys(s3_server, s3_env))
     with session_scope(get_engine(remote)) as s:
         uris = list(s.scalars(select(Artifact.storage_uri)))
-        crops = list(s.scalars(select(Artifact.storage_uri).join(FigureRow, FigureRow.image_artifact_id == Artifact.id)))
+        crops = list(s.scalars(select(Artifact.storage_uri)
+                               .join(FigureRow, FigureRow.image_artifact_id == Artifact.id)))
         export_dirs = set(s.scalars(select(Export.out_dir)))
     assert len(crops) >= 3 and all(u.endswith(".png") for u in crops)
     assert uris and all(u.startswith(f"{s3_env}/prefix/objects/") for u in uris)

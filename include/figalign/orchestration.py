@@ -259,7 +259,8 @@ def build_export_dag() -> DAG:
         default_args=DEFAULT_ARGS, tags=TAGS + ["export"], doc_md=_doc("export"),
         params={
             "format": Param("all", enum=["all", "s1mmalign", "webdataset", "parquet"], description="export format"),
-            "out": Param("", type=["string", "null"], description="output folder or s3:// URL (default: <data dir>/exports/<run date>)"),
+            "out": Param("", type=["string", "null"],
+                         description="output folder or s3:// URL (default: <data dir>/exports/<run date>)"),
             "incremental": Param(True, type=["boolean", "null"], description="only records new since the last export"),
         },
     ) as dag:

@@ -100,7 +100,8 @@ def add_commands(sub) -> None:
 
     e = sub.add_parser("export", help="export kept figures as a dataset with manifest and card")
     e.add_argument("--out", required=True,
-                   help="output folder or fsspec URL such as s3://bucket/exports/v1 (format sub-folders for --format all)")
+                   help="output folder or fsspec URL such as s3://bucket/exports/v1 "
+                        "(format sub-folders for --format all)")
     e.add_argument("--format", default="all", choices=["s1mmalign", "webdataset", "parquet", "all"])
     e.add_argument("--since", help="only figures/captions/metrics new or changed since this ISO date (UTC)")
     e.add_argument("--incremental", action="store_true", help="--since = the last export of each format")

@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from pathlib import Path
 
 
 def _date(value: str) -> dt.date:

@@ -183,7 +183,8 @@ class PoliteHttp:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = user_agent(contact_email)
         if tmp_dir is None:
-            tmp_dir = Path(lock_dir).parent / "tmp" if lock_dir is not None else Path(tempfile.gettempdir()) / "figalign-dl"
+            local = Path(lock_dir).parent if lock_dir is not None else Path(tempfile.gettempdir())
+            tmp_dir = local / "tmp" if lock_dir is not None else local / "figalign-dl"
         self.tmp_dir = Path(tmp_dir)
         self._sleep = sleep
 

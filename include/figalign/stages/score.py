@@ -235,8 +235,9 @@ def compute(stage: ScoreStage, items: list[_Item]) -> dict[int, _Result]:
         if family == "pppl":
             _each_or_batch(_pppl_rows, scorer, todo, results)
         else:
-            _each_or_batch(lambda s, t, r: _clip_rows(s, t, r, stage.options.clip_strategies,
-                                                               ArtifactStore.from_settings(stage.settings)), scorer, todo, results)
+            store = ArtifactStore.from_settings(stage.settings)
+            _each_or_batch(lambda s, t, r: _clip_rows(s, t, r, stage.options.clip_strategies, store),
+                           scorer, todo, results)
     return results
 
 
