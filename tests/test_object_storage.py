@@ -179,3 +179,22 @@ def test_explorer_serves_images_from_s3(s3_env, s3_server, sqlite_engine, sqlite
         assert resp.status_code == 200 and hashlib.sha256(resp.content).hexdigest() == sha
     app.state.engine.dispose()
     assert os.path.isdir(tmp_path) and not (tmp_path / "s3:").exists()
+
+
+def test_locations_are_text_for_urls_and_paths_for_folders(tmp_path):
+    assert location.is_url("s3://b/p") and location.is_url("memory://x") and not location.is_url("data")
+    assert not location.is_url("file:///tmp/x") and location.local_path("file:///tmp/x") == Path("/tmp/x")
+    assert location.join("s3://b/p/", "/objects/", "ab") == "s3://b/p/objects/ab"
+    assert location.join(tmp_path, "objects", "ab") == str(tmp_path / "objects" / "ab")
+    with pytest.raises(ValueError):
+        location.local_path("s3://b/p")
+
+
+def test_any_fsspec_url_works_not_only_s3():
+    """memory:// is another fsspec filesystem (one that needs directories made for it)."""
+    import fsspec
+
+    store = ArtifactStore("memory://figalign-any")
+    obj = store.put_bytes(b"bytes in memory", ext=".txt")
+    assert obj.uri.startswith("memory://figalign-any/objects/") and store.read_bytes(obj.uri) == b"bytes in memory"
+    assert fsspec.filesystem("memory").exists(obj.uri.removeprefix("memory://"))

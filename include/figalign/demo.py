@@ -42,11 +42,11 @@ def _setup_env(data_dir: str, local_dir: Path) -> Path:
 SAMPLES = ROOT / "tests" / "fixtures" / "papers"
 
 
-def _corpus_folder(data_dir: Path) -> Path | None:
+def _corpus_folder(local_dir: Path) -> Path | None:
     """A selection of ../shared/corpus linked into one folder (licences unknown to us)."""
     if not SHARED_CORPUS.exists():
         return None
-    folder = data_dir / "demo_corpus"
+    folder = local_dir / "demo_corpus"
     folder.mkdir(parents=True, exist_ok=True)
     picks: list[Path] = []
     for rel in CORPUS_PICKS:
@@ -62,11 +62,11 @@ def _corpus_folder(data_dir: Path) -> Path | None:
     return folder
 
 
-def _ingest_runs(data_dir: Path) -> list[dict]:
+def _ingest_runs(local_dir: Path) -> list[dict]:
     """The committed samples are CC BY (see their README); corpus papers get their licence
     from their own metadata or stay unknown (kept out of the export, with that reason)."""
     runs = [{"folder": str(SAMPLES), "licence": "CC BY"}]
-    corpus = _corpus_folder(data_dir)
+    corpus = _corpus_folder(local_dir)
     if corpus is not None:
         runs.append({"folder": str(corpus), "licence": None})
     return runs

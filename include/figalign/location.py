@@ -4,7 +4,7 @@
 A URL must never pass through ``pathlib.Path``: ``Path("s3://b/p")`` is the *local* folder
 ``s3:/b/p``, which is how an S3 data dir once silently filled a folder named ``s3:``. Code
 that builds locations below the data dir goes through ``join``; code that writes objects
-goes through ``write_bytes``/``upload_file``, which never leave a half object under its
+goes through ``write_bytes``/``publish_tree``, which never leave a half object under its
 final name (local: temp file + rename; object stores: one PUT, or a multipart upload that
 only appears when it completes).
 
@@ -85,13 +85,6 @@ def exists(location: str, storage_options: Mapping[str, Any] | None = None) -> b
         fs, path = filesystem(location, storage_options)
         return fs.exists(path)
     return local_path(location).exists()
-
-
-def upload_file(local: str | os.PathLike, location: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Copy a local file to a URL (``fs.put_file``: one object, complete or absent)."""
-    fs, path = filesystem(location, storage_options)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)  # a no-op on object stores; needed on sftp, ...
-    fs.put_file(os.fspath(local), path)
 
 
 def publish_tree(local_dir: Path, location: str, storage_options: Mapping[str, Any] | None = None, *,
