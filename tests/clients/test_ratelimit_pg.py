@@ -86,3 +86,7 @@ def test_the_store_picks_the_limiter(migrated_pg, tmp_path):
     local = PoliteHttp.from_settings(Settings(data_dir=str(tmp_path / "data")))
     assert isinstance(local.limiter, HostRateLimiter)
     assert local.limiter.lock_dir == tmp_path / "data" / "ratelimit"
+    # a SQLite store beside an s3:// data dir (one machine): lock files on local temp disk
+    mixed = PoliteHttp.from_settings(Settings(data_dir="s3://bucket/prefix",
+                                              database_url=f"sqlite:///{tmp_path / 's.db'}"))
+    assert isinstance(mixed.limiter, HostRateLimiter) and "s3:" not in str(mixed.limiter.lock_dir)

@@ -137,6 +137,11 @@ def _write_stamp(path: Path, value: float) -> None:
     os.replace(tmp, path)
 
 
+def _local_scratch(name: str) -> Path:
+    """A folder on this machine's temp disk (for state or temp files when the data dir is a URL)."""
+    return Path(tempfile.gettempdir()) / name
+
+
 @dataclass(frozen=True)
 class Downloaded:
     """A verified download sitting in a temp file the caller moves or deletes."""
@@ -183,8 +188,7 @@ class PoliteHttp:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = user_agent(contact_email)
         if tmp_dir is None:
-            local = Path(lock_dir).parent if lock_dir is not None else Path(tempfile.gettempdir())
-            tmp_dir = local / "tmp" if lock_dir is not None else local / "figalign-dl"
+            tmp_dir = Path(lock_dir).parent / "tmp" if lock_dir is not None else _local_scratch("figalign-dl")
         self.tmp_dir = Path(tmp_dir)
         self._sleep = sleep
 
@@ -215,7 +219,10 @@ class PoliteHttp:
             kwargs["limiter"] = PostgresRateLimiter(get_engine(settings), kwargs.get("interval", DEFAULT_INTERVAL_S),
                                                     kwargs.get("per_host"), sleep=kwargs.get("sleep", time.sleep))
             return cls(contact_email=settings.contact_email, **kwargs)
-        return cls(contact_email=settings.contact_email, lock_dir=join(settings.data_dir, "ratelimit"), **kwargs)
+        # SQLite with an object-store data dir: one machine still, its lock files on local disk
+        lock_dir = _local_scratch("figalign-ratelimit") if is_url(settings.data_dir) else join(settings.data_dir,
+                                                                                               "ratelimit")
+        return cls(contact_email=settings.contact_email, lock_dir=lock_dir, **kwargs)
 
     def get(self, url: str, params: Mapping[str, str] | None = None, *, max_bytes: int | None = None) -> bytes:
         """The whole body of a GET, retried on transient trouble."""
