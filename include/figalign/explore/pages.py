@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from figalign import location
@@ -24,11 +25,12 @@ class ArtifactMissing(LookupError):
     """The artifact row exists but its bytes cannot be found or do not match the hash."""
 
 
-def _candidates(art: Artifact, store: ArtifactStore) -> list[str]:
+def _candidates(art: Artifact, store: ArtifactStore) -> Iterator[str]:
     """Where the bytes may be: the recorded URI, then the same object under this data dir
     (a store copied to another machine, or to a bucket, keeps its layout but not its
-    absolute paths)."""
-    out = [art.storage_uri]
+    absolute paths). Lazy: the folder is only listed (a LIST request on S3) when the
+    recorded URI did not serve."""
+    yield art.storage_uri
     folder = store.uri_for(art.sha256).rsplit("/", 1)[0]
     # the sha is 64 hex chars (checked by the caller), so the glob is literal
     if location.is_url(folder):
@@ -38,7 +40,7 @@ def _candidates(art: Artifact, store: ArtifactStore) -> list[str]:
     else:
         local = Path(folder)
         found = [str(p) for p in local.glob(art.sha256 + "*")] if local.is_dir() else []
-    return out + sorted(u for u in found if u != art.storage_uri)
+    yield from sorted(u for u in found if u != art.storage_uri)
 
 
 def read_artifact(art: Artifact, store: ArtifactStore) -> bytes:
