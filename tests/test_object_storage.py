@@ -198,3 +198,16 @@ def test_any_fsspec_url_works_not_only_s3():
     obj = store.put_bytes(b"bytes in memory", ext=".txt")
     assert obj.uri.startswith("memory://figalign-any/objects/") and store.read_bytes(obj.uri) == b"bytes in memory"
     assert fsspec.filesystem("memory").exists(obj.uri.removeprefix("memory://"))
+
+
+def test_requester_pays_requests_reach_the_server(s3_env, s3_server):
+    """With requester_pays the requests carry x-amz-request-payer (s3fs RequestPayer) and work."""
+    settings = Settings(data_dir=f"{s3_env}/rp", database_url="postgresql+psycopg2://u@h/db",
+                        storage=StorageOptions(requester_pays=True))
+    store = ArtifactStore.from_settings(settings)
+    assert store.storage_options == {"requester_pays": True}
+    obj = store.put_bytes(b"billed to the reader", ext=".txt")
+    fs, _ = location.filesystem(obj.uri, store.storage_options)
+    assert fs.req_kw == {"RequestPayer": "requester"}
+    assert store.read_bytes(obj.uri) == b"billed to the reader"
+    assert keys(s3_server, s3_env) == [obj.uri.removeprefix(s3_env + "/")]
