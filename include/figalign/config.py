@@ -8,11 +8,11 @@ values mean the embedded default or "stage skipped", never a crash.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
-from typing import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
 
 from figalign.errors import ConfigError
+from figalign.location import is_url
 
 ENV_VARS = (
     "FIGALIGN_DATABASE_URL",
@@ -35,14 +35,53 @@ DEFAULT_DATA_DIR = "data"
 
 
 @dataclass(frozen=True)
+class StorageOptions:
+    """fsspec ``storage_options`` for an object-store data dir (the ``figalign_storage``
+    Airflow connection fills them; see ``plugins/figalign_airflow/hooks.py``).
+
+    Empty by default: s3fs/botocore then read the standard AWS variables themselves
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_DEFAULT_REGION``, profiles, instance roles), so nothing is copied here. The secret
+    never appears in ``repr`` or ``Settings.masked``.
+    """
+
+    key: str = ""
+    secret: str = field(default="", repr=False)
+    endpoint_url: str = ""
+    region: str = ""
+    requester_pays: bool = False
+
+    def for_fsspec(self) -> dict[str, Any]:
+        """The keyword arguments s3fs takes (``S3FileSystem(**options)``); only set ones."""
+        out: dict[str, Any] = {}
+        if self.key:
+            out["key"] = self.key
+        if self.secret:
+            out["secret"] = self.secret
+        if self.endpoint_url:
+            out["endpoint_url"] = self.endpoint_url
+        if self.region:
+            out["client_kwargs"] = {"region_name": self.region}
+        if self.requester_pays:
+            out["requester_pays"] = True
+        return out
+
+    def masked(self) -> str:
+        shown = {k: v for k, v in self.for_fsspec().items() if k != "secret"}
+        return repr({**shown, **({"secret": "***"} if self.secret else {})}) if shown or self.secret else "{}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration of one process.
 
     ``database_url`` defaults to SQLite under the data dir, so a fresh checkout runs with
     no servers. Service URLs left empty switch their stage to "skipped" with that reason.
+    ``data_dir`` is text, a folder or an fsspec URL (``s3://bucket/prefix``), and stays
+    text: see ``figalign.location`` for why it is never a ``Path``.
     """
 
-    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    data_dir: str = DEFAULT_DATA_DIR
     database_url: str = ""
     arxiv_oai_url: str = "https://oaipmh.arxiv.org/oai"
     arxiv_base_url: str = "https://arxiv.org"
@@ -56,13 +95,35 @@ class Settings:
     clip_pretrained: str = "openai"
     clip_image_fit: str = "centre-crop"  # or pad-square: wide figures keep their sides (metrics.clipscore)
     contact_email: str = ""
+    storage: StorageOptions = StorageOptions()
+
+    def __post_init__(self):  # callers may still hand in a Path for a local folder
+        object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+
+    @property
+    def remote_data(self) -> bool:
+        """True when the data dir is an object-store (fsspec) URL."""
+        return is_url(self.data_dir)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """What fsspec is given for the data dir's URLs (nothing for a local folder)."""
+        return self.storage.for_fsspec() if self.remote_data else {}
 
     @property
     def effective_database_url(self) -> str:
-        """The store URL: FIGALIGN_DATABASE_URL, else SQLite in the data dir."""
+        """The store URL: FIGALIGN_DATABASE_URL, else SQLite in a local data dir.
+
+        A SQLite file cannot live in an object store (and one per machine would not be a
+        shared store), so a URL data dir requires FIGALIGN_DATABASE_URL.
+        """
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'figalign.db').resolve()}"
+        if self.remote_data:
+            raise ConfigError(f"FIGALIGN_DATA_DIR is a URL ({self.data_dir}), so the store cannot default to "
+                              "SQLite in it: set FIGALIGN_DATABASE_URL to a Postgres URL "
+                              "(postgresql+psycopg2://user@host/db) shared by every worker")
+        return f"sqlite:///{os.path.abspath(os.path.join(self.data_dir, 'figalign.db'))}"
 
     def masked(self) -> dict[str, str]:
         """Every field as text with secrets and URL passwords hidden, for printing."""
@@ -71,6 +132,8 @@ class Settings:
             value = str(getattr(self, f.name))
             if f.name in SECRET_FIELDS and value:
                 value = "***"
+            if f.name == "storage":
+                value = self.storage.masked()
             out[f.name] = _mask_url_password(value)
         out["effective_database_url"] = _mask_url_password(self.effective_database_url)
         return out
@@ -94,8 +157,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
     values = {}
     for f in fields(Settings):
         var = "FIGALIGN_" + f.name.upper()
-        if env.get(var):
-            values[f.name] = Path(env[var]) if f.name == "data_dir" else env[var].strip()
+        if f.name != "storage" and env.get(var):
+            values[f.name] = env[var].strip()
+    if env.get("FIGALIGN_STORAGE_REQUESTER_PAYS", "").strip().lower() in ("1", "true", "yes"):
+        values["storage"] = StorageOptions(requester_pays=True)
     settings = replace(base, **values)
     if overrides:
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -49,7 +49,9 @@ workers' AWS environment; the downloader pays AWS for the transfer (docs/operati
 """ + COMMON,
     "ingest_local": """### figalign · ingest a local folder
 Stores every paper of a folder (PDFs, JATS XML with figure files, LaTeX e-prints) and queues
-it for parsing. Publishes `figalign://papers/local`.
+it for parsing. Publishes `figalign://papers/local`. `folder` is a local path or an fsspec URL
+(`s3://bucket/papers`). The task runs on whichever worker picks it up, so on a cluster a local
+folder must be a mount every worker shares (NFS, a shared volume); otherwise give a URL.
 """ + COMMON,
     "process": """### figalign · process papers
 `fetch → parse → filter`, each a mapped task over batches of `batch_size` items claimed from the

@@ -25,9 +25,9 @@ DAG_ORDER = ["figalign_ingest_local", "figalign_process", "figalign_recaption", 
              "figalign_export"]
 
 
-def _setup_env(data_dir: Path) -> Path:
-    home = data_dir / "airflow_demo"
-    os.environ.setdefault("FIGALIGN_DATA_DIR", str(data_dir))
+def _setup_env(data_dir: str, local_dir: Path) -> Path:
+    home = local_dir / "airflow_demo"
+    os.environ.setdefault("FIGALIGN_DATA_DIR", data_dir)
     os.environ.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -42,11 +42,11 @@ def _setup_env(data_dir: Path) -> Path:
 SAMPLES = ROOT / "tests" / "fixtures" / "papers"
 
 
-def _corpus_folder(data_dir: Path) -> Path | None:
+def _corpus_folder(local_dir: Path) -> Path | None:
     """A selection of ../shared/corpus linked into one folder (licences unknown to us)."""
     if not SHARED_CORPUS.exists():
         return None
-    folder = data_dir / "demo_corpus"
+    folder = local_dir / "demo_corpus"
     folder.mkdir(parents=True, exist_ok=True)
     picks: list[Path] = []
     for rel in CORPUS_PICKS:
@@ -62,11 +62,11 @@ def _corpus_folder(data_dir: Path) -> Path | None:
     return folder
 
 
-def _ingest_runs(data_dir: Path) -> list[dict]:
+def _ingest_runs(local_dir: Path) -> list[dict]:
     """The committed samples are CC BY (see their README); corpus papers get their licence
     from their own metadata or stay unknown (kept out of the export, with that reason)."""
     runs = [{"folder": str(SAMPLES), "licence": "CC BY"}]
-    corpus = _corpus_folder(data_dir)
+    corpus = _corpus_folder(local_dir)
     if corpus is not None:
         runs.append({"folder": str(corpus), "licence": None})
     return runs
@@ -77,9 +77,20 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
+def _data_dirs() -> tuple[str, Path]:
+    """The data dir (a folder or an ``s3://`` URL, kept as text) and a local folder for what
+    must be local: Airflow's home and the linked demo corpus (``./data`` for a URL)."""
+    from figalign.location import is_url
+
+    data_dir = os.environ.get("FIGALIGN_DATA_DIR") or str(ROOT / "data")
+    if is_url(data_dir):
+        return data_dir, (ROOT / "data").resolve()
+    return str(Path(data_dir).resolve()), Path(data_dir).resolve()
+
+
 def main() -> int:
-    data_dir = Path(os.environ.get("FIGALIGN_DATA_DIR", ROOT / "data")).resolve()
-    home = _setup_env(data_dir)
+    data_dir, local_dir = _data_dirs()
+    home = _setup_env(data_dir, local_dir)
     from figalign.config import load_settings
     from figalign.store.migrate import upgrade
 
@@ -102,7 +113,7 @@ def main() -> int:
                    stdout=subprocess.DEVNULL, env=os.environ)
     print(f"AIRFLOW_HOME={home}")
 
-    runs = [(dag_id, conf) for conf in _ingest_runs(data_dir) for dag_id in DAG_ORDER[:1]]
+    runs = [(dag_id, conf) for conf in _ingest_runs(local_dir) for dag_id in DAG_ORDER[:1]]
     runs += [(dag_id, None) for dag_id in DAG_ORDER[1:]]
     timings: dict[str, float] = {}
     for dag_id, conf in runs:
@@ -113,7 +124,7 @@ def main() -> int:
         if str(run.state) not in ("success", "DagRunState.SUCCESS"):
             print(f"{dag_id} did not succeed; see the task logs under {home / 'logs'}")
             return 1
-    return _report(settings, [c["folder"] for c in _ingest_runs(data_dir)], timings, time.perf_counter() - t0)
+    return _report(settings, [c["folder"] for c in _ingest_runs(local_dir)], timings, time.perf_counter() - t0)
 
 
 def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
@@ -127,11 +138,15 @@ def _report(settings, folders: list[str], timings: dict, seconds: float) -> int:
         for reason, n in info["top_reasons"].items():
             print(f"  {'':<10}   {n} × {reason}")
     _print_figures(settings)
-    exports = sorted((Path(settings.data_dir) / "exports").glob("*/*/README.md"))
+    from figalign.location import is_url, join
+
+    exports = [] if is_url(settings.data_dir) else sorted(Path(settings.data_dir, "exports").glob("*/*/README.md"))
     print(f"\n== done in {seconds:.0f}s; per DAG: {json.dumps(timings)}")
     print(f"input folders:     {', '.join(folders)}")
     print(f"store:             {settings.effective_database_url}")
-    print(f"artifacts:         {Path(settings.data_dir).resolve() / 'objects'}")
+    print(f"artifacts:         {join(settings.data_dir, 'objects')}")
+    if is_url(settings.data_dir):
+        print(f"export + card:     {join(settings.data_dir, 'exports')}")
     if exports:
         print(f"export + card:     {exports[-1].parent}")
     print("inspect:           .venv/bin/figalign status    |   make airflow  (UI at http://localhost:8080)")

@@ -139,7 +139,8 @@ def build_ingest_local_dag() -> DAG:
         doc_md=_doc("ingest_local"),
         params={
             "folder": Param("tests/fixtures/papers", type="string", minLength=1,
-                            description="folder of PDFs, JATS packages and LaTeX e-prints"),
+                            description="folder of PDFs, JATS packages and LaTeX e-prints: a local path "
+                                        "(a shared mount on a cluster) or an s3:// (fsspec) URL"),
             "limit": Param(None, type=["null", "integer"], minimum=1, description="ingest at most this many"),
             "licence": Param(None, type=["null", "string"],
                              description="licence of these papers, e.g. 'CC BY' or a URL (empty: read from JATS, "
@@ -258,7 +259,8 @@ def build_export_dag() -> DAG:
         default_args=DEFAULT_ARGS, tags=TAGS + ["export"], doc_md=_doc("export"),
         params={
             "format": Param("all", enum=["all", "s1mmalign", "webdataset", "parquet"], description="export format"),
-            "out": Param("", type=["string", "null"], description="output folder (default: data/exports/<run date>)"),
+            "out": Param("", type=["string", "null"],
+                         description="output folder or s3:// URL (default: <data dir>/exports/<run date>)"),
             "incremental": Param(True, type=["boolean", "null"], description="only records new since the last export"),
         },
     ) as dag:

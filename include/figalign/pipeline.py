@@ -47,7 +47,7 @@ def make_stage(name: str, settings: Settings):
         from figalign.clients.http import PoliteHttp
         from figalign.storage import ArtifactStore
 
-        return stage_cls(PoliteHttp.from_settings(settings), ArtifactStore(settings.data_dir))
+        return stage_cls(PoliteHttp.from_settings(settings), ArtifactStore.from_settings(settings))
     return stage_cls(settings=settings)
 
 
@@ -146,20 +146,31 @@ def summary(settings: Settings | None = None) -> dict[str, dict[str, int]]:
 
 def ingest_local(folder: str, *, limit: int | None = None, licence: str | None = None,
                  settings: Settings | None = None) -> dict[str, Any]:
-    """Store a folder of papers and queue them for parsing (the `local` source)."""
+    """Store a folder of papers and queue them for parsing (the `local` source).
+
+    ``folder`` is a local folder (on a cluster: a mount every worker shares, since the task
+    runs on any of them) or an fsspec folder URL such as ``s3://bucket/papers``.
+    """
+    import contextlib
     from pathlib import Path
 
+    from figalign import location
     from figalign.errors import ConfigError
-    from figalign.sources.local import ingest
+    from figalign.sources.local import ingest, mirrored
     from figalign.storage import ArtifactStore
 
     settings = settings or load_settings()
-    path = Path(folder)
-    if not path.is_dir():
-        raise ConfigError(f"local source folder does not exist: {path.resolve()}")
+    store = ArtifactStore.from_settings(settings)
     skipped: list[tuple[str, str]] = []
-    with session_scope(get_engine(settings)) as session:
-        ids = ingest(session, ArtifactStore(settings.data_dir), path, limit=limit, skipped=skipped, licence=licence)
+    with contextlib.ExitStack() as stack:
+        if location.is_url(folder):
+            path, origin = stack.enter_context(mirrored(folder, store.options_for(folder))), folder
+        else:
+            path, origin = Path(folder), None
+            if not path.is_dir():
+                raise ConfigError(f"local source folder does not exist: {path.resolve()}")
+        with session_scope(get_engine(settings)) as session:
+            ids = ingest(session, store, path, limit=limit, skipped=skipped, licence=licence, origin=origin)
     return {"source": "local", "papers": len(ids), "skipped": len(skipped),
             "skipped_examples": [f"{name}: {why}" for name, why in skipped[:5]]}
 
@@ -303,8 +314,8 @@ def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: boo
     """
     import datetime as dt
     import os
-    from pathlib import Path
 
+    from figalign import location
     from figalign.export import run_export
     from figalign.export.options import ExportOptions
     from figalign.filters import parse_licences
@@ -312,10 +323,10 @@ def export_dataset(fmt: str = "all", out: str | None = None, *, incremental: boo
 
     settings = settings or load_settings()
     label = label or dt.date.today().isoformat()
-    out_dir = Path(out) if out else Path(settings.data_dir) / "exports" / label
+    out_dir = out or location.join(settings.data_dir, "exports", label)
     options = ExportOptions(licences=parse_licences(os.environ.get("FIGALIGN_RELEASE_LICENCES")))
-    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), fmt, out_dir, incremental=incremental,
-                         options=options)
+    results = run_export(get_engine(settings), ArtifactStore.from_settings(settings), fmt, out_dir,
+                         incremental=incremental, options=options)
     return {"out_dir": str(out_dir), "formats": [{k: r[k] for k in ("format", "samples", "shards", "bytes")}
                                                  for r in results]}
 

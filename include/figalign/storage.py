@@ -2,8 +2,10 @@
 
 Files live at ``<root>/objects/ab/cd/<sha256><ext>`` on the local filesystem (the
 embedded default) or under any fsspec URL (``s3://bucket/prefix``) when configured. Writes
-are atomic (temp file + rename) so a crashed worker never leaves a half file under a
-hash name. ``record_artifact`` upserts the matching ``artifacts`` row.
+never leave a half object under a hash name: locally temp file + rename, on an object
+store one PUT (``figalign.location``). ``record_artifact`` upserts the matching
+``artifacts`` row. ``ArtifactStore.from_settings`` is how stages get the store: it carries
+the data dir's fsspec ``storage_options`` (the ``figalign_storage`` connection).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from figalign import location
 from figalign.errors import BadInputError
 from figalign.store.models import Artifact, utcnow
 from figalign.store.upsert import upsert
@@ -35,17 +39,28 @@ class StoredObject:
 class ArtifactStore:
     """Put and get immutable blobs by sha256 under a root folder or fsspec URL."""
 
-    def __init__(self, root: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.root = str(root)
+    def __init__(self, root: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 storage_options: Mapping[str, Any] | None = None):
+        self.root = os.fspath(root)
         self.max_bytes = max_bytes
-        self._remote = "://" in self.root and not self.root.startswith("file://")
+        self._remote = location.is_url(self.root)
+        self._protocol = location.protocol(self.root)
+        self.storage_options = dict(storage_options or {}) if self._remote else {}
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "ArtifactStore":
+        """The data dir's store, with its storage options."""
+        return cls(settings.data_dir, storage_options=settings.storage_options, **kwargs)
 
     def _key(self, sha: str, ext: str) -> str:
         return f"objects/{sha[:2]}/{sha[2:4]}/{sha}{ext}"
 
     def uri_for(self, sha: str, ext: str = "") -> str:
-        key = self._key(sha, ext)
-        return f"{self.root.rstrip('/')}/{key}" if self._remote else str(Path(self.root) / key)
+        return location.join(self.root, self._key(sha, ext))
+
+    def options_for(self, uri: str) -> dict[str, Any]:
+        """Storage options for ``uri``: the store's own when it is on the store's protocol."""
+        return self.storage_options if location.protocol(uri) == self._protocol else {}
 
     def put_bytes(self, data: bytes, *, media_type: str | None = None, ext: str = "") -> StoredObject:
         """Store bytes once; return where they live."""
@@ -54,10 +69,8 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         ext = ext or (mimetypes.guess_extension(media_type or "") or "")
         uri = self.uri_for(sha, ext)
-        if self._remote:
-            self._put_remote(uri, data)
-        elif not os.path.exists(uri):
-            _atomic_write(Path(uri), data)
+        if not location.exists(uri, self.storage_options):
+            location.write_bytes(uri, data, self.storage_options)
         return StoredObject(sha, len(data), uri, media_type)
 
     def put_file(self, path: str | Path, *, media_type: str | None = None) -> StoredObject:
@@ -68,32 +81,7 @@ class ArtifactStore:
         return self.put_bytes(path.read_bytes(), media_type=media_type or guess_media_type(path), ext=suffix)
 
     def read_bytes(self, uri: str) -> bytes:
-        if "://" in uri and not uri.startswith("file://"):
-            import fsspec
-
-            with fsspec.open(uri, "rb") as fh:
-                return fh.read()
-        return Path(uri.removeprefix("file://")).read_bytes()
-
-    def _put_remote(self, uri: str, data: bytes) -> None:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(uri)
-        if not fs.exists(path):
-            with fs.open(path, "wb") as fh:
-                fh.write(data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return location.read_bytes(uri, self.options_for(uri))
 
 
 def guess_media_type(path: str | Path) -> str | None:

@@ -1,7 +1,7 @@
 """Hooks: Airflow connections override the FIGALIGN_* environment inside Airflow.
 
 Operators of a shared deployment keep service addresses and secrets in Airflow connections
-(`figalign_grobid`, `figalign_vllm`, `figalign_store`); tasks call ``figalign_settings()``
+(`figalign_grobid`, `figalign_vllm`, `figalign_store`, `figalign_storage`); tasks call ``figalign_settings()``
 and get the same frozen ``Settings`` the CLI builds from the environment, with those fields
 replaced. A connection that does not exist leaves the environment's value in place.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from figalign.config import Settings, load_settings
+from figalign.config import Settings, StorageOptions, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,22 @@ def _http_url(conn, default_path: str = "") -> str:
     return f"{scheme}://{host}{port}{default_path}"
 
 
+def storage_options(conn) -> StorageOptions:
+    """An ``aws``-type connection as the data dir's fsspec options.
+
+    login/password are the access key id and secret; extra takes the AWS connection's own
+    keys ``endpoint_url`` and ``region_name`` (``region`` is accepted too) and
+    ``requester_pays`` (true for buckets whose owner bills the reader, such as arXiv's).
+    Fields left empty fall back to the standard AWS variables, which s3fs reads itself.
+    """
+    extra = conn.extra_dejson or {}
+    pays = extra.get("requester_pays", False)
+    return StorageOptions(key=conn.login or "", secret=conn.password or "",
+                          endpoint_url=extra.get("endpoint_url") or "",
+                          region=extra.get("region_name") or extra.get("region") or "",
+                          requester_pays=pays if isinstance(pays, bool) else str(pays).lower() in ("1", "true", "yes"))
+
+
 def overrides_from_connections() -> dict[str, Any]:
     """Settings fields taken from the figalign_* Airflow connections that exist."""
     out: dict[str, Any] = {}
@@ -50,6 +66,8 @@ def overrides_from_connections() -> dict[str, Any]:
             out["vllm_api_key"] = conn.password
     if conn := _connection("figalign_store"):
         out["database_url"] = conn.get_uri().replace("postgres://", "postgresql+psycopg2://", 1)
+    if conn := _connection("figalign_storage"):
+        out["storage"] = storage_options(conn)
     return out
 
 

@@ -47,7 +47,7 @@ def make_store(tmp_path: Path, *, base_url: str = "", model: str = MODEL) -> tup
 def add_figure(engine: Engine, settings: Settings, n: int, *, image: bytes | None = None,
                contexts: list[str] | None = None, **figure: object) -> int:
     """Insert paper n, its figure 1 (with image artifact, original caption, contexts); return figure id."""
-    store = ArtifactStore(settings.data_dir / "artifacts")
+    store = ArtifactStore(Path(settings.data_dir) / "artifacts")
     obj = store.put_bytes(image if image is not None else figure_image(), media_type="image/png", ext=".png")
     with session_scope(engine) as session:
         paper_id = upsert(session, Paper, dict(

@@ -278,7 +278,7 @@ def test_think_block_stripped_and_flags_stored_as_metrics_then_used_by_the_expor
         session.execute(update(Paper).values(licence="cc-by"))
     assert flags == {"flag:ungrounded-number": (1.0, ["73%"], cap.id, "recaption"),
                      "flag:think-stripped": (1.0, [], cap.id, "recaption")}
-    store = ArtifactStore(settings.data_dir / "artifacts")
+    store = ArtifactStore(Path(settings.data_dir) / "artifacts")
     (kept,) = run_export(engine, store, "parquet", tmp_path / "keep", quality=QualityPolicy())
     (cut,) = run_export(engine, store, "s1mmalign", tmp_path / "cut",
                         quality=QualityPolicy(drop_flags=frozenset({"ungrounded-number"})))

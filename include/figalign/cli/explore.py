@@ -19,9 +19,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     if args.database_url:
         overrides["database_url"] = args.database_url
     if args.data_dir:
-        from pathlib import Path
-
-        overrides["data_dir"] = Path(args.data_dir)
+        overrides["data_dir"] = args.data_dir  # a folder or an fsspec URL: kept as text
     app = create_app(load_settings(**overrides))
     print(f"figalign explorer on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -33,5 +31,6 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--database-url", help="store URL (default FIGALIGN_DATABASE_URL or SQLite in the data dir)")
-    p.add_argument("--data-dir", help="data dir holding objects/ (default FIGALIGN_DATA_DIR or ./data)")
+    p.add_argument("--data-dir",
+                   help="data dir (folder or s3:// URL) holding objects/ (default FIGALIGN_DATA_DIR or ./data)")
     p.set_defaults(func=_cmd_explore)

@@ -81,7 +81,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                             max_shard_bytes=args.shard_bytes, max_tar_bytes=args.tar_bytes,
                             include_unrecaptioned=args.include_unrecaptioned, gzip_level=args.gzip_level,
                             licences=parse_licences(args.licences), units=args.units)
-    results = run_export(get_engine(settings), ArtifactStore(settings.data_dir), args.format, args.out,
+    results = run_export(get_engine(settings), ArtifactStore.from_settings(settings), args.format, args.out,
                          since=_parse_since(args.since), incremental=args.incremental, policy=_policy(args),
                          options=options, quality=_quality(args))
     json.dump(results, sys.stdout, indent=2)
@@ -99,7 +99,9 @@ def add_commands(sub) -> None:
     f.set_defaults(func=_cmd_filter)
 
     e = sub.add_parser("export", help="export kept figures as a dataset with manifest and card")
-    e.add_argument("--out", required=True, help="output folder (format sub-folders for --format all)")
+    e.add_argument("--out", required=True,
+                   help="output folder or fsspec URL such as s3://bucket/exports/v1 "
+                        "(format sub-folders for --format all)")
     e.add_argument("--format", default="all", choices=["s1mmalign", "webdataset", "parquet", "all"])
     e.add_argument("--since", help="only figures/captions/metrics new or changed since this ISO date (UTC)")
     e.add_argument("--incremental", action="store_true", help="--since = the last export of each format")

@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from pathlib import Path
 
 
 def _date(value: str) -> dt.date:
@@ -68,7 +67,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from figalign.storage import ArtifactStore
 
     settings, engine, http = _runtime()
-    stage = FetchStage(http, ArtifactStore(Path(settings.data_dir)), arxiv_pdf=args.arxiv_pdf)
+    stage = FetchStage(http, ArtifactStore.from_settings(settings), arxiv_pdf=args.arxiv_pdf)
     summary = run_batch(stage, engine, size=args.limit) if args.limit else drain(stage, engine)
     print(json.dumps(summary.as_dict()))
     return 0 if not summary.statuses.get("failed") else 1

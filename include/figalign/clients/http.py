@@ -2,11 +2,12 @@
 
 arXiv and PMC ask for at most one request every few seconds per client. Airflow runs each
 task in its own process, so an in-memory limiter would let N workers send N requests at
-once. The limiter here keeps its state in files under ``<data_dir>/ratelimit/``: a lock
-file taken with ``fcntl.flock`` serialises everyone on the machine (every thread opens its
-own descriptor, so threads block one another as processes do) and a timestamp file holds
-the earliest time the host may be asked again. Workers on several machines need a shared
-``lock_dir`` (a network file system) or a longer interval.
+once. With a SQLite store (one machine) the limiter keeps its state in files under
+``<data_dir>/ratelimit/``: a lock file taken with ``fcntl.flock`` serialises everyone on the
+machine (every thread opens its own descriptor, so threads block one another as processes
+do) and a timestamp file holds the earliest time the host may be asked again. With a
+Postgres store (a cluster, or an ``s3://`` data dir) the state is a row per host in the
+store instead (``clients/ratelimit_pg.py``), shared by every machine.
 
 Errors are classified here and nowhere else: 429, 5xx, timeouts, resets and short bodies
 are ``TransientError`` (retried with exponential back-off and jitter, honouring
@@ -136,6 +137,11 @@ def _write_stamp(path: Path, value: float) -> None:
     os.replace(tmp, path)
 
 
+def _local_scratch(name: str) -> Path:
+    """A folder on this machine's temp disk (for state or temp files when the data dir is a URL)."""
+    return Path(tempfile.gettempdir()) / name
+
+
 @dataclass(frozen=True)
 class Downloaded:
     """A verified download sitting in a temp file the caller moves or deletes."""
@@ -166,32 +172,57 @@ class RetryPolicy:
 class PoliteHttp:
     """GETs and streaming downloads behind the per-host limiter, with retries and a size cap."""
 
-    def __init__(self, *, contact_email: str = "", lock_dir: str | Path,
+    def __init__(self, *, contact_email: str = "", lock_dir: str | Path | None = None,
                  interval: float = DEFAULT_INTERVAL_S, per_host: Mapping[str, float] | None = None,
                  retry: RetryPolicy | None = None, timeout: float = 60.0,
                  max_bytes: int = DEFAULT_MAX_BYTES, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.limiter = HostRateLimiter(lock_dir, interval, per_host, sleep=sleep)
+                 sleep: Callable[[float], None] = time.sleep, limiter=None, tmp_dir: str | Path | None = None):
+        """``lock_dir`` for the file limiter, or ``limiter`` (one with ``slot(url)``, e.g. a
+        ``PostgresRateLimiter``); downloads land in ``tmp_dir`` (default: beside ``lock_dir``)."""
+        if limiter is None and lock_dir is None:
+            raise ConfigError("PoliteHttp needs a lock_dir or a limiter")
+        self.limiter = limiter or HostRateLimiter(lock_dir, interval, per_host, sleep=sleep)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = user_agent(contact_email)
-        self.tmp_dir = Path(lock_dir).parent / "tmp"
+        if tmp_dir is None:
+            tmp_dir = Path(lock_dir).parent / "tmp" if lock_dir is not None else _local_scratch("figalign-dl")
+        self.tmp_dir = Path(tmp_dir)
         self._sleep = sleep
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "PoliteHttp":
-        """The production client: lock files and temp files under the data dir.
+        """The production client: the limiter the store calls for, temp files on local disk.
+
+        A Postgres store means several machines may share the work: the per-host turns are
+        then rows in it (``PostgresRateLimiter``). A SQLite store is one machine: lock files
+        under the (local) data dir. Downloads are staged on local disk in either case (under
+        the data dir when it is a folder, else the system temp dir) and then stored.
 
         ``FIGALIGN_HTTP_MIN_INTERVAL_S`` (unset in production) lowers the per-host interval
         for end-to-end tests and benchmarks against local replay servers, where arXiv's
         3 s would only add waiting; an explicit ``interval=`` argument still wins.
         """
+        from figalign.location import is_url, join
+
         env_interval = min_interval_from_env()
         if env_interval is not None:
             kwargs.setdefault("interval", env_interval)
-        return cls(contact_email=settings.contact_email, lock_dir=Path(settings.data_dir) / "ratelimit", **kwargs)
+        if not is_url(settings.data_dir):
+            kwargs.setdefault("tmp_dir", join(settings.data_dir, "tmp"))
+        if settings.effective_database_url.startswith("postgresql") and "limiter" not in kwargs:
+            from figalign.clients.ratelimit_pg import PostgresRateLimiter
+            from figalign.store.db import get_engine
+
+            kwargs["limiter"] = PostgresRateLimiter(get_engine(settings), kwargs.get("interval", DEFAULT_INTERVAL_S),
+                                                    kwargs.get("per_host"), sleep=kwargs.get("sleep", time.sleep))
+            return cls(contact_email=settings.contact_email, **kwargs)
+        # SQLite with an object-store data dir: one machine still, its lock files on local disk
+        lock_dir = _local_scratch("figalign-ratelimit") if is_url(settings.data_dir) else join(settings.data_dir,
+                                                                                               "ratelimit")
+        return cls(contact_email=settings.contact_email, lock_dir=lock_dir, **kwargs)
 
     def get(self, url: str, params: Mapping[str, str] | None = None, *, max_bytes: int | None = None) -> bytes:
         """The whole body of a GET, retried on transient trouble."""

@@ -24,6 +24,7 @@ from figalign.explore import queries as Q
 from figalign.explore.pages import ArtifactMissing, page_etag, read_artifact, render_page_with_box
 from figalign.explore.readonly import make_readonly_engine
 from figalign.explore.templates import render
+from figalign.storage import ArtifactStore
 from figalign.store.models import STAGE_STATUSES, Caption, FigureRow, Metric, Paper, StageRun
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def create_app(settings: Settings | None = None, auth_dependency: Callable | Non
 
     def _read(art) -> bytes:
         try:
-            return read_artifact(art, settings.data_dir)
+            return read_artifact(art, ArtifactStore.from_settings(settings))
         except ArtifactMissing as exc:
             raise HTTPException(404, str(exc)) from exc
 

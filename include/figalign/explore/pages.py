@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
+from figalign import location
 from figalign.errors import BadInputError
 from figalign.storage import ArtifactStore
 from figalign.store.models import Artifact
@@ -23,20 +25,27 @@ class ArtifactMissing(LookupError):
     """The artifact row exists but its bytes cannot be found or do not match the hash."""
 
 
-def _candidates(art: Artifact, data_dir: Path) -> list[str]:
+def _candidates(art: Artifact, store: ArtifactStore) -> Iterator[str]:
     """Where the bytes may be: the recorded URI, then the same object under this data dir
-    (a store copied to another machine keeps its layout but not its absolute paths)."""
-    out = [art.storage_uri]
-    folder = Path(ArtifactStore(data_dir).uri_for(art.sha256)).parent
-    if folder.is_dir():  # the sha is 64 hex chars (checked by the caller), so the glob is literal
-        out += sorted(str(p) for p in folder.glob(art.sha256 + "*") if str(p) != art.storage_uri)
-    return out
+    (a store copied to another machine, or to a bucket, keeps its layout but not its
+    absolute paths). Lazy: the folder is only listed (a LIST request on S3) when the
+    recorded URI did not serve."""
+    yield art.storage_uri
+    folder = store.uri_for(art.sha256).rsplit("/", 1)[0]
+    # the sha is 64 hex chars (checked by the caller), so the glob is literal
+    if location.is_url(folder):
+        fs, path = location.filesystem(folder, store.storage_options)
+        scheme = location.protocol(folder)
+        found = [f"{scheme}://{p}" for p in fs.glob(f"{path}/{art.sha256}*")]
+    else:
+        local = Path(folder)
+        found = [str(p) for p in local.glob(art.sha256 + "*")] if local.is_dir() else []
+    yield from sorted(u for u in found if u != art.storage_uri)
 
 
-def read_artifact(art: Artifact, data_dir: Path) -> bytes:
+def read_artifact(art: Artifact, store: ArtifactStore) -> bytes:
     """The verified bytes of an artifact, or ArtifactMissing."""
-    store = ArtifactStore(data_dir)
-    for uri in _candidates(art, data_dir):
+    for uri in _candidates(art, store):
         name = uri.rsplit("/", 1)[-1]
         if not name.startswith(art.sha256):
             log.warning("artifact %s has a storage_uri not named by its hash: %s", art.id, uri)

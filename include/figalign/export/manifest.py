@@ -273,10 +273,11 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def record_export(session: Session, out_dir: Path, manifest: dict[str, Any], sha: str,
+def record_export(session: Session, out_dir: str, manifest: dict[str, Any], sha: str,
                   since: dt.datetime | None) -> int:
-    """Upsert the store's row for this export (same content, same row)."""
-    values = dict(format=manifest["format"], out_dir=str(Path(out_dir).resolve()), since=since,
+    """Upsert the store's row for this export (same content, same row); ``out_dir`` is an
+    absolute folder or a URL, as the caller resolved it."""
+    values = dict(format=manifest["format"], out_dir=out_dir, since=since,
                   samples=manifest["samples"], shards=len(manifest["shards"]), bytes=manifest["bytes"],
                   manifest_sha256=sha, manifest=manifest)
     return upsert(session, Export, values, ("format", "out_dir", "manifest_sha256"))

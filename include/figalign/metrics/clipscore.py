@@ -225,10 +225,11 @@ def _normalise(x):
 
 
 def _open_image(image):
-    """A PIL RGB image from a PIL image or a path; unreadable files are bad input."""
+    """A PIL RGB image from a PIL image, a path or a binary file (an object-store image's
+    bytes); unreadable files are bad input."""
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, Path)) or hasattr(image, "read"):
         try:
             with Image.open(image) as im:
                 return im.convert("RGB")

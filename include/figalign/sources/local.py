@@ -4,19 +4,30 @@ Each entry of the folder is one paper: a PDF, an arXiv e-print (tar/tar.gz/gz/zi
 XML file (its figure files are the images in the same folder whose names its
 ``<graphic>`` elements use), or a sub-folder holding any of those. Files are stored as
 content-addressed artifacts and each paper is queued for parsing.
+
+The folder may also be an fsspec URL (``s3://bucket/papers``): ``mirrored`` copies it into
+a local temp folder for the scan and the papers keep the URL as their origin. A *local*
+folder is read on whichever worker runs the task, so on a cluster it must be a mount every
+worker shares (or use a URL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import posixpath
 import re
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from figalign.errors import BadInputError
+from figalign import location
+from figalign.errors import BadInputError, ConfigError
 from figalign.parsers.registry import default_paper_id, detect_kind
 from figalign.storage import ArtifactStore, record_artifact
 from figalign.store.models import Paper, PaperFile
@@ -90,8 +101,37 @@ def scan(folder: Path) -> Iterator[LocalPaper]:
         yield paper
 
 
+@contextlib.contextmanager
+def mirrored(url: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Path]:
+    """A local copy of the folder at ``url`` (every file below it), removed afterwards."""
+    fs, root = location.filesystem(url, storage_options)
+    if not fs.isdir(root):
+        raise ConfigError(f"local source folder does not exist: {url}")
+    tmp = Path(tempfile.mkdtemp(prefix="figalign-ingest-"))
+    try:
+        root = root.rstrip("/")
+        for remote in sorted(fs.find(root)):
+            rel = posixpath.relpath(remote, root)
+            if rel.startswith("..") or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            target = tmp.joinpath(*rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(target))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _origin(folder: Path, path: Path, origin: str | None) -> str:
+    """Where a file came from: its ``file://`` URI, or its URL under the ingested URL."""
+    if origin is None:
+        return path.resolve().as_uri()
+    return location.join(origin, path.relative_to(folder).as_posix())
+
+
 def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int | None = None,
-           skipped: list[tuple[str, str]] | None = None, licence: str | None = None) -> list[int]:
+           skipped: list[tuple[str, str]] | None = None, licence: str | None = None,
+           origin: str | None = None) -> list[int]:
     """Store each paper of ``folder`` and queue it for parsing; return paper ids.
 
     Entries that are not papers (a README, an empty folder) are appended to ``skipped``
@@ -99,6 +139,7 @@ def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int |
     the papers' licence (a URL or code such as "CC BY"); without it a paper's licence comes
     from its own JATS metadata when the parser finds one, and stays unknown otherwise
     (which keeps it out of exports under the default policy, with that reason recorded).
+    ``origin`` is the URL ``folder`` is a copy of (``mirrored``): recorded instead of paths.
     """
     from figalign.sources.licences import normalise
 
@@ -114,16 +155,17 @@ def ingest(session: Session, store: ArtifactStore, folder: Path, *, limit: int |
             record_ingest(session, local.name, "skipped", f"refused at ingest: {local.skipped_reason}")
             continue
         values = dict(source="local", external_id=local.external_id, version="",
-                      source_urls={"folder": str(Path(folder).resolve())})
+                      source_urls={"folder": origin or str(Path(folder).resolve())})
         if licence_id:
             values.update(licence=licence_id, licence_url=licence)
         paper_id = upsert(session, Paper, values, ("source", "external_id", "version"),
                           update=[k for k in values if k in ("source_urls", "licence", "licence_url")])
         for role, path in local.files:
             obj = store.put_file(path)
-            artifact_id = record_artifact(session, obj, origin_url=path.resolve().as_uri())
+            origin_url = _origin(Path(folder), path, origin)
+            artifact_id = record_artifact(session, obj, origin_url=origin_url)
             upsert(session, PaperFile, dict(paper_id=paper_id, role=role, name=path.name, artifact_id=artifact_id,
-                                            origin_url=path.resolve().as_uri()), ("paper_id", "role", "name"))
+                                            origin_url=origin_url), ("paper_id", "role", "name"))
         ids.append(paper_id)
         record_ingest(session, local.name, "done", None, paper_id=paper_id)
     enqueue(session, "parse", "paper", [str(i) for i in ids])

@@ -348,7 +348,7 @@ def bulk_stage(source: str, settings, *, env=None, extra_options=None) -> ArxivB
     """The bulk stage of ``source`` (arxiv, biorxiv, medrxiv) for these settings; storage
     options (e.g. credentials of an Airflow connection) on top of the environment's."""
     location = BulkLocation.from_env(source, env, extra_options)
-    store = ArtifactStore(settings.data_dir)
+    store = ArtifactStore.from_settings(settings)
     if source == "arxiv":
         return ArxivBulkStage(location, store, arxiv_base_url=settings.arxiv_base_url)
     return MecaBulkStage(source, location, store)

@@ -78,7 +78,7 @@ def label_figures(engine: Engine, settings: Settings, *, batch: int = 32, limit:
                   prompts: str = DEFAULT_PROMPTS, typer: FigureTyper | None = None) -> TypeSummary:
     """Label unlabelled kept figures, ``batch`` at a time, up to ``limit``."""
     summary = TypeSummary()
-    store = ArtifactStore(settings.data_dir)
+    store = ArtifactStore.from_settings(settings)
     if typer is None:
         try:
             from figalign.stages.score import ScoreOptions, get_scorer

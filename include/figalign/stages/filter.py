@@ -52,7 +52,7 @@ class FilterStage(Stage):
     def __init__(self, settings: Settings | None = None, policy: FilterPolicy | None = None):
         self.settings = settings or load_settings()
         self.policy = policy or FilterPolicy.from_env()
-        self.store = ArtifactStore(self.settings.data_dir)
+        self.store = ArtifactStore.from_settings(self.settings)
         self._index: DedupIndex | None = None
         self._loaded_upto = 0
 

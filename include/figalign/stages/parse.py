@@ -163,7 +163,7 @@ class ParseStage(Stage):
         options = options or ParseOptions()
         # an archive may unpack to half the item's temp disk (it is written twice: gunzip, untar)
         self.options = replace(options, max_archive_bytes=min(options.max_archive_bytes, self.budget.archive_cap()))
-        self.store = ArtifactStore(self.settings.data_dir)
+        self.store = ArtifactStore.from_settings(self.settings)
 
     def warm_up(self) -> None:
         """Import every parser (PyMuPDF, lxml, Pillow …) in the worker, once per batch, so each

@@ -214,7 +214,7 @@ def load_input(session: Session, settings: Settings, figure_id: int) -> Recaptio
 
 def _read_image(settings: Settings, uri: str) -> bytes:
     try:
-        return ArtifactStore(settings.data_dir).read_bytes(uri)
+        return ArtifactStore.from_settings(settings).read_bytes(uri)
     except FileNotFoundError as exc:
         raise PermanentError(f"image file missing: {uri}") from exc
     except OSError as exc:

@@ -33,6 +33,7 @@ from figalign.errors import BadInputError, PermanentError
 from figalign.metrics import ModelUnavailableError
 from figalign.metrics.clipscore import clip_model_id
 from figalign.stages.base import LOST, BatchSummary, Outcome, Stage, record
+from figalign.storage import ArtifactStore
 from figalign.stages.leases import LeaseKeeper
 from figalign.store.db import session_scope
 from figalign.store.models import Artifact, Caption, FigureRow, Metric, StageRun
@@ -234,7 +235,9 @@ def compute(stage: ScoreStage, items: list[_Item]) -> dict[int, _Result]:
         if family == "pppl":
             _each_or_batch(_pppl_rows, scorer, todo, results)
         else:
-            _each_or_batch(lambda s, t, r: _clip_rows(s, t, r, stage.options.clip_strategies), scorer, todo, results)
+            store = ArtifactStore.from_settings(stage.settings)
+            _each_or_batch(lambda s, t, r: _clip_rows(s, t, r, stage.options.clip_strategies, store),
+                           scorer, todo, results)
     return results
 
 
@@ -268,7 +271,21 @@ def _pppl_rows(scorer, todo: list[_Item], results: dict[int, _Result]) -> None:
                      "window": scorer.window, "window_rule": WINDOW_RULE, "method": METHOD, "dtype": scorer.dtype}))
 
 
-def _clip_rows(scorer, todo: list[_Item], results: dict[int, _Result], strategies) -> None:
+def _image_source(store: ArtifactStore, uri: str):
+    """A local path as is; an object-store image as its bytes (read with the store's options)."""
+    import io
+
+    from figalign.location import is_url
+
+    if not is_url(uri):
+        return uri
+    try:
+        return io.BytesIO(store.read_bytes(uri))
+    except FileNotFoundError as exc:
+        raise BadInputError(f"cannot read image {uri}: {exc}") from exc
+
+
+def _clip_rows(scorer, todo: list[_Item], results: dict[int, _Result], strategies, store: ArtifactStore) -> None:
     from figalign.metrics.clipscore import _open_image
 
     images: dict[str, Any] = {}
@@ -279,7 +296,7 @@ def _clip_rows(scorer, todo: list[_Item], results: dict[int, _Result], strategie
             continue
         if it.image not in images:
             try:
-                images[it.image] = _open_image(it.image)
+                images[it.image] = _open_image(_image_source(store, it.image))
             except BadInputError as exc:
                 images[it.image] = exc
         if isinstance(images[it.image], BaseException):

@@ -289,3 +289,16 @@ class Export(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RateLimitSlot(Base):
+    """Per-host turn of the rate limiter shared by every machine (``clients/ratelimit_pg.py``).
+
+    Times are the database's clock (timezone-aware), so workers with skewed clocks agree."""
+
+    __tablename__ = "rate_limit_slots"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    next_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    holder: Mapped[str | None] = mapped_column(String(255))
+    held_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
