@@ -230,7 +230,7 @@ def _laned_stage(stage: str, upstream) -> list:
     into lanes and plans the default one; each other lane's plan follows it."""
     first = _plan_task(stage, sorts_lanes=True)()
     upstream >> first
-    tasks = [_stage_task(stage).expand(batch=first)]
+    tasks = [_stage_task(stage, lane="default").expand(batch=first)]
     for lane, pool in LANES[stage].items():
         plan = _plan_task(stage, lane)()
         first >> plan
