@@ -225,16 +225,29 @@ class CeleryCluster:
         c.proc.wait(timeout=10)
         return pids
 
-    def stop(self) -> None:
-        for c in reversed(list(self.components.values())):
-            if c.proc.poll() is None:
-                kill_tree(c.proc.pid, signal.SIGTERM, timeout=10)
-            else:
-                kill_tree(c.proc.pid)  # only its orphans, if any are left
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM every component's tree at once; SIGKILL what is left after ``grace_s``."""
+        procs: list[psutil.Process] = []
+        for c in self.components.values():
             try:
-                c.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
+                root = psutil.Process(c.proc.pid)
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        for c in self.components.values():
+            c.proc.wait(timeout=5)
 
     def tails(self, n: int = 3000) -> str:
         return "\n".join(f"----- {c.name} -----\n{c.tail(n)}" for c in self.components.values())
