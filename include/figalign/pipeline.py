@@ -151,9 +151,7 @@ def plan_lanes(name: str, size: int, max_batches: int, settings: Settings | None
     engine = get_engine(settings)
     if len(stage.lanes) > 1:
         with session_scope(engine) as session:
-            ids = [str(i) for i in session.scalars(select(StageRun.entity_id).where(
-                StageRun.stage == name, StageRun.status.in_(("pending", "running"))))]
-            assign_lanes(session, name, stage.lane_of(session, ids), default=stage.lanes[0])
+            assign_lanes(session, name, lambda ids: stage.lane_of(session, ids), default=stage.lanes[0])
     return {lane: fit_batches(pending(name, settings, lane), size, max_batches, slots) for lane in stage.lanes}
 
 

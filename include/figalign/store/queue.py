@@ -23,7 +23,7 @@ import datetime as dt
 import os
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, or_, select, update
@@ -181,14 +181,10 @@ def claim_batch(
     claimable = and_(_claimable(stage, now), StageRun.attempts < StageRun.max_attempts)
     if lane is not None:
         claimable = and_(claimable, StageRun.lane == lane)
-    earlier = _earlier_owners(ctx)
-    own_first = case((StageRun.lease_owner.in_(earlier), 0), else_=1) if earlier else None
-    query = (
-        select(StageRun)
-        .where(claimable)
-        .order_by(*([own_first] if earlier else []), StageRun.id)
-        .limit(max(size, taken_over))
-    )
+    order = [StageRun.id]
+    if earlier := _earlier_owners(ctx):
+        order.insert(0, case((StageRun.lease_owner.in_(earlier), 0), else_=1))  # its own items first
+    query = select(StageRun).where(claimable).order_by(*order).limit(max(size, taken_over))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = session.execute(query).scalars().all()
@@ -288,16 +284,17 @@ def unfinished_claims(session: Session, stage: str, ctx: RunContext) -> list[Sta
                                 .order_by(StageRun.id)))
 
 
-def assign_lanes(session: Session, stage: str, lanes: dict[str, str], *, default: str = "default",
-                 chunk: int = 500) -> int:
-    """Put the claimable items of ``stage`` into their lanes (``lanes``: entity id → lane; an
-    id not named goes to ``default``); return how many rows changed lane.
+def assign_lanes(session: Session, stage: str, lane_of: Callable[[list[str]], dict[str, str]], *,
+                 default: str = "default", chunk: int = 500) -> int:
+    """Put the claimable items of ``stage`` into their lanes; return how many rows changed lane.
 
+    ``lane_of(entity ids)`` names each item's lane (an id it leaves out goes to ``default``).
     Only items nobody holds move (pending, or running past their lease), so a lane never
     changes under a worker. Called by a stage's plan, before it counts each lane.
     """
     now = utcnow()
     ids = list(session.scalars(select(StageRun.entity_id).where(_claimable(stage, now))))
+    lanes = lane_of(ids) if ids else {}
     by_lane: dict[str, list[str]] = {}
     for entity_id in ids:
         by_lane.setdefault(lanes.get(entity_id, default), []).append(entity_id)
