@@ -37,3 +37,16 @@ class ConfigError(FigalignError):
 def error_class(exc: BaseException) -> str:
     """Short, stable name of an exception's class, stored with failed stage runs."""
     return type(exc).__name__
+
+
+class UnfinishedWork(FigalignError):
+    """A task would end while items it (or its DAG run) claimed are still ``running``.
+
+    Raised instead of ending "success": the task fails visibly and Airflow retries it, and
+    the retry takes those items over at once (``store.queue.claim_batch``).
+    """
+
+    def __init__(self, what: str, items: list[str]):
+        shown = ", ".join(items[:20]) + (f" … and {len(items) - 20} more" if len(items) > 20 else "")
+        super().__init__(f"{what}: {len(items)} claimed item(s) still running: {shown}")
+        self.items = items

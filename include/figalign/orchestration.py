@@ -29,10 +29,31 @@ CAPTIONS = Asset("figalign://recaptions")
 METRICS = Asset("figalign://metrics")
 START = datetime(2026, 1, 1)
 POOLS = {name: os.environ.get(f"FIGALIGN_POOL_{name.upper()}", name) for name in ("grobid", "vllm", "gpu")}
+
+
+def retry_delay(env=None) -> timedelta:
+    """First retry's delay (``FIGALIGN_RETRY_DELAY_S``, default 30 s; doubled per try, capped).
+
+    A retried batch takes its dead try's items over at once, so the delay is all that
+    stands between Airflow noticing a lost worker and the work going on elsewhere.
+    """
+    value = (env or os.environ).get("FIGALIGN_RETRY_DELAY_S", "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"FIGALIGN_RETRY_DELAY_S must be seconds between 0 and 3600, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+# a stage's lanes beyond "default" and the pool each takes (the stage class names the same
+# lanes: Stage.lanes; kept literal so DAG parsing imports no stage; a test checks they agree)
+LANES = {"parse": {"grobid": POOLS["grobid"]}}
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "figalign",
     "retries": 3,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": retry_delay(),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=2),
@@ -162,10 +183,15 @@ def build_ingest_local_dag() -> DAG:
 
 # ---------------------------------------------------------------- per-batch stages
 
-def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
-    """A mapped task that claims and processes one batch of ``stage``."""
+def lane_task_id(stage: str, lane: str | None) -> str:
+    """``parse`` for the default lane, ``parse_grobid`` for the grobid lane."""
+    return stage if lane in (None, "default") else f"{stage}_{lane}"
 
-    @task(task_id=stage, pool=pool or "default_pool", outlets=list(outlets),
+
+def _stage_task(stage: str, *, pool: str | None = None, outlets=(), lane: str | None = None):
+    """A mapped task that claims and processes one batch of ``stage`` (of one lane, if given)."""
+
+    @task(task_id=lane_task_id(stage, lane), pool=pool or "default_pool", outlets=list(outlets),
           map_index_template="batch of {{ batch }}")
     def run(batch: int) -> dict:
         """Claim and process one batch of ``batch`` items (the size ``plan_<stage>`` fitted)."""
@@ -173,30 +199,54 @@ def _stage_task(stage: str, *, pool: str | None = None, outlets=()):
 
         ctx = get_current_context()
         # plan_<stage> queued the work: a batch only claims (see pipeline.run_stage)
-        return run_stage(stage, size=batch, ctx=run_context(ctx), settings=task_settings(), discover=False)
+        return run_stage(stage, size=batch, ctx=run_context(ctx), settings=task_settings(), discover=False,
+                         lane=lane)
 
     return run
 
 
-def _plan_task(stage: str):
+def _plan_task(stage: str, lane: str | None = None, *, sorts_lanes: bool = False):
+    """``plan_<task id>``: the batch sizes of a stage's (lane's) mapped task.
+
+    ``sorts_lanes``: this plan (the default lane's) first sorts the stage's items into
+    lanes (pipeline.plan_lanes); the other lanes' plans run after it and only count.
+    """
     # none_failed: an upstream stage with nothing to do is "skipped" (empty mapping); the
     # next stage must still look for its own pending work (e.g. local papers skip fetch).
-    @task(task_id=f"plan_{stage}", trigger_rule="none_failed")
+    @task(task_id=f"plan_{lane_task_id(stage, lane)}", trigger_rule="none_failed")
     def plan() -> list[int]:
-        from figalign.pipeline import plan_batches
+        from figalign.pipeline import plan_batches, plan_lanes
 
         params = get_current_context()["params"]
-        return plan_batches(stage, params["batch_size"], params["max_batches"], settings=task_settings())
+        if sorts_lanes:
+            return plan_lanes(stage, params["batch_size"], params["max_batches"], settings=task_settings())["default"]
+        return plan_batches(stage, params["batch_size"], params["max_batches"], settings=task_settings(), lane=lane)
 
     return plan
 
 
+def _laned_stage(stage: str, upstream) -> list:
+    """A stage split by lane, one mapped task per lane in its own pool (``LANES``), so only
+    the items that need a pool's service take its slots: ``plan_<stage>`` sorts the items
+    into lanes and plans the default one; each other lane's plan follows it."""
+    first = _plan_task(stage, sorts_lanes=True)()
+    upstream >> first
+    tasks = [_stage_task(stage, lane="default").expand(batch=first)]
+    for lane, pool in LANES[stage].items():
+        plan = _plan_task(stage, lane)()
+        first >> plan
+        tasks.append(_stage_task(stage, pool=pool, lane=lane).expand(batch=plan))
+    return tasks
+
+
 @task(task_id="summary", trigger_rule="all_done")
 def _summary() -> dict:
-    """Counts per stage for this run, logged as a table and returned for the run's XCom."""
+    """Counts per stage for this run, logged as a table and returned for the run's XCom; fails,
+    naming them, if items this run claimed are still running (pipeline.render_summary)."""
     from figalign.pipeline import render_summary
 
-    return render_summary(run_context().run_id, settings=task_settings())
+    ctx = run_context()
+    return render_summary(ctx.run_id, settings=task_settings(), dag_id=ctx.dag_id)
 
 
 def _batch_params(batch_size: int, max_batches: int) -> dict:
@@ -210,7 +260,11 @@ def _batch_params(batch_size: int, max_batches: int) -> dict:
 
 
 def build_process_dag() -> DAG:
-    """fetch → parse → filter over new papers, in mapped batches, when a harvest lands."""
+    """fetch → parse → filter over new papers, in mapped batches, when a harvest lands.
+
+    Parse is split by lane: papers that will call GROBID go to ``parse_grobid`` (pool
+    ``grobid``), the rest (JATS, LaTeX, stored TEI, PyMuPDF-only) to ``parse``.
+    """
     schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 */6 * * *", timezone="UTC"),
                                    assets=(PAPERS["arxiv"] | PAPERS["pmc"] | PAPERS["biorxiv"] | PAPERS["medrxiv"]
                                            | PAPERS["local"]))
@@ -220,9 +274,7 @@ def build_process_dag() -> DAG:
         params=_batch_params(25, 16),
     ) as dag:
         fetch = _stage_task("fetch").expand(batch=_plan_task("fetch")())
-        parse_plan = _plan_task("parse")()
-        fetch >> parse_plan
-        parse = _stage_task("parse", pool=POOLS["grobid"]).expand(batch=parse_plan)
+        parse = _laned_stage("parse", fetch)  # parse (default pool) and parse_grobid (grobid pool)
         filter_plan = _plan_task("filter")()
         parse >> filter_plan
         filt = _stage_task("filter", outlets=[FIGURES]).expand(batch=filter_plan)

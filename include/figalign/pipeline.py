@@ -52,13 +52,18 @@ def make_stage(name: str, settings: Settings):
 
 
 def run_stage(name: str, *, size: int = 50, ctx: RunContext | None = None,
-              settings: Settings | None = None, discover: bool = True, **options: Any) -> dict[str, Any]:
-    """Claim and process one batch of ``name``; return counts (small enough for XCom).
+              settings: Settings | None = None, discover: bool = True, lane: str | None = None,
+              **options: Any) -> dict[str, Any]:
+    """Claim and process one batch of ``name`` (of ``lane`` only, when given); return counts
+    (small enough for XCom).
 
     ``discover=False`` when the work was queued already (Airflow's ``plan_<stage>``; a CLI
     loop after its first batch): re-queueing in every batch would put back the items an
     earlier batch of the same run skipped (e.g. for want of model weights) again and again.
+    Raises ``UnfinishedWork`` rather than return while an item it claimed is still running.
     """
+    from figalign.stages.base import check_finished
+
     settings = settings or load_settings()
     engine = get_engine(settings)
     ctx = ctx or RunContext.local()
@@ -66,8 +71,9 @@ def run_stage(name: str, *, size: int = 50, ctx: RunContext | None = None,
         module, fn = STAGE_FUNCTIONS[name]
         result = getattr(importlib.import_module(module), fn)(engine, settings, size, ctx, discover=discover,
                                                               **options)
+        check_finished(engine, name, ctx)
     else:
-        result = run_batch(make_stage(name, settings), engine, size=size, ctx=ctx, discover=discover)
+        result = run_batch(make_stage(name, settings), engine, size=size, ctx=ctx, discover=discover, lane=lane)
     return result.as_dict() if isinstance(result, BatchSummary) else dict(result)
 
 
@@ -86,38 +92,67 @@ def enqueue_stage(name: str, settings: Settings | None = None) -> int:
     return enqueue_discovered(make_stage(name, settings), get_engine(settings))
 
 
-def pending(name: str, settings: Settings | None = None) -> int:
-    """Items of a stage that a worker could claim now (pending, or running past its lease)."""
+def pending(name: str, settings: Settings | None = None, lane: str | None = None) -> int:
+    """Items of a stage (of one lane, when given) that a worker could claim now (pending, or
+    running past its lease)."""
     from figalign.store.models import utcnow
 
     settings = settings or load_settings()
     with session_scope(get_engine(settings)) as session:
         now = utcnow()
-        return session.scalar(
-            select(func.count()).select_from(StageRun).where(
-                StageRun.stage == name,
-                (StageRun.status == "pending") | ((StageRun.status == "running") & (StageRun.lease_expires_at < now)),
-            )
-        ) or 0
+        query = select(func.count()).select_from(StageRun).where(
+            StageRun.stage == name,
+            (StageRun.status == "pending") | ((StageRun.status == "running") & (StageRun.lease_expires_at < now)),
+        )
+        if lane is not None:
+            query = query.where(StageRun.lane == lane)
+        return session.scalar(query) or 0
 
 
 def plan_batches(name: str, size: int, max_batches: int, settings: Settings | None = None,
-                 slots: int | None = None) -> list[int]:
+                 slots: int | None = None, lane: str | None = None) -> list[int]:
     """Batch sizes to map over, fitted to the work: what is pending now, spread over ``slots``.
 
     ``size`` is the most a batch takes; a small run is cut into at least ``slots`` batches
     (``FIGALIGN_WORKER_SLOTS``, default 4: the parallel task slots of the deployment) so
     it still spreads over workers, and a huge one is capped at ``max_batches`` batches of
     ``size`` (the next run takes the rest). Each mapped task claims the size it is given.
+    ``lane``: only the items already sorted into that lane (``plan_lanes`` sorts them);
+    without one, every lane together (the CLI's way).
     """
     enqueue_stage(name, settings)
-    n = pending(name, settings)
+    return fit_batches(pending(name, settings, lane), size, max_batches, slots)
+
+
+def fit_batches(n: int, size: int, max_batches: int, slots: int | None = None) -> list[int]:
+    """``n`` pending items as batch sizes: at most ``size`` each, spread over at least
+    ``slots`` batches when that is possible, at most ``max_batches`` batches."""
     if not n:
         return []
     slots = slots or worker_slots()
     per = max(1, min(size, -(-n // slots)))
-    count = min(max_batches, -(-n // per))
-    return [per] * count
+    return [per] * min(max_batches, -(-n // per))
+
+
+def plan_lanes(name: str, size: int, max_batches: int, settings: Settings | None = None,
+               slots: int | None = None) -> dict[str, list[int]]:
+    """``plan_batches`` for each lane of a plain stage: lane → batch sizes.
+
+    The stage first sorts its claimable items into lanes (``Stage.lane_of``; parse:
+    ``grobid`` for a paper that will call GROBID), then each lane's pending count is
+    fitted on its own, so a lane of two items still spreads over two tasks whatever the
+    other lanes hold. Every lane of the stage has a key (an empty list: nothing to do).
+    """
+    from figalign.store.queue import assign_lanes
+
+    settings = settings or load_settings()
+    enqueue_stage(name, settings)
+    stage = make_stage(name, settings)
+    engine = get_engine(settings)
+    if len(stage.lanes) > 1:
+        with session_scope(engine) as session:
+            assign_lanes(session, name, lambda ids: stage.lane_of(session, ids), default=stage.lanes[0])
+    return {lane: fit_batches(pending(name, settings, lane), size, max_batches, slots) for lane in stage.lanes}
 
 
 def worker_slots(env=None) -> int:
@@ -175,22 +210,30 @@ def ingest_local(folder: str, *, limit: int | None = None, licence: str | None =
             "skipped_examples": [f"{name}: {why}" for name, why in skipped[:5]]}
 
 
-def render_summary(run_id: str | None, settings: Settings | None = None) -> dict[str, Any]:
+def render_summary(run_id: str | None, settings: Settings | None = None, *, dag_id: str | None = None
+                   ) -> dict[str, Any]:
     """Counts per stage and status for one Airflow run (or all runs), plus top failure reasons.
 
-    The table is logged, so it shows in the task log, and returned as the task's XCom.
+    The table is logged, so it shows in the task log, and returned as the task's XCom. For
+    one run, items it claimed that are still ``running`` at its end raise ``UnfinishedWork``
+    naming them: the run must not end "success" with work it took unfinished.
     """
     from collections import Counter
 
+    from figalign.errors import UnfinishedWork
+
     settings = settings or load_settings()
     with session_scope(get_engine(settings)) as session:
-        query = select(StageRun.stage, StageRun.status, StageRun.reason, StageRun.error_class)
+        query = select(StageRun.stage, StageRun.status, StageRun.reason, StageRun.error_class,
+                       StageRun.entity_type, StageRun.entity_id)
         if run_id:
             query = query.where(StageRun.run_id == run_id)
+        if dag_id:
+            query = query.where(StageRun.dag_id == dag_id)
         rows = session.execute(query).all()
     stages: dict[str, Counter] = {}
     reasons: dict[str, Counter] = {}
-    for stage, status, reason, error_class in rows:
+    for stage, status, reason, error_class, _type, _id in rows:
         stages.setdefault(stage, Counter())[status] += 1
         if status in ("failed", "skipped"):
             reasons.setdefault(stage, Counter())[(reason or error_class or "?")[:100]] += 1
@@ -203,6 +246,9 @@ def render_summary(run_id: str | None, settings: Settings | None = None) -> dict
         why = "; ".join(f"{r} ({n})" for r, n in info["top_reasons"].items())
         lines.append(f"| {stage} | {cells} | {why} |")
     log.info("figalign run summary (%s):\n%s", run_id or "all runs", "\n".join(lines))
+    running = [f"{r[0]} {r[4]} {r[5]}" for r in rows if r[1] == "running"]
+    if run_id and running:
+        raise UnfinishedWork(f"run {run_id}", sorted(running))
     return {"run_id": run_id, "stages": out}
 
 

@@ -64,15 +64,47 @@ def test_every_dag_is_documented_tagged_and_retrying(dagbag):
 def test_process_dag_maps_stages_in_order_with_pools(dagbag):
     dag = dagbag.dags["figalign_process"]
     ids = set(dag.task_ids)
-    assert {"plan_fetch", "fetch", "plan_parse", "parse", "plan_filter", "filter", "summary"} <= ids
-    assert dag.get_task("parse").pool == "grobid"
+    assert {"plan_fetch", "fetch", "plan_parse", "parse", "plan_parse_grobid", "parse_grobid", "plan_filter",
+            "filter", "summary"} <= ids
     assert "plan_parse" in dag.get_task("fetch").downstream_task_ids
     assert "parse" in dag.get_task("plan_parse").downstream_task_ids
     # a stage with nothing to do (empty mapping -> skipped) must not skip the next stage's planning
     assert dag.get_task("plan_parse").trigger_rule == "none_failed"
     assert dag.get_task("plan_filter").trigger_rule == "none_failed"
+    assert dag.get_task("plan_parse_grobid").trigger_rule == "none_failed"
     assert dagbag.dags["figalign_recaption"].get_task("recaption").pool == "vllm"
     assert dagbag.dags["figalign_score"].get_task("score").pool == "gpu"
+
+
+def test_only_parse_work_that_calls_grobid_takes_a_grobid_slot(dagbag):
+    """Parse is split by lane: ``parse`` (default pool) and ``parse_grobid`` (grobid pool), each
+    mapped over its own plan; the lane plan follows ``plan_parse`` (which sorts the items into
+    lanes), and filtering waits for both lanes."""
+    from figalign.orchestration import LANES
+    from figalign.stages.parse import ParseStage
+
+    dag = dagbag.dags["figalign_process"]
+    parse, grobid = dag.get_task("parse"), dag.get_task("parse_grobid")
+    assert (parse.pool, grobid.pool) == ("default_pool", "grobid")
+    assert parse.upstream_task_ids == {"plan_parse"} and grobid.upstream_task_ids == {"plan_parse_grobid"}
+    assert dag.get_task("plan_parse_grobid").upstream_task_ids == {"plan_parse"}
+    assert dag.get_task("plan_filter").upstream_task_ids == {"parse", "parse_grobid"}
+    assert set(ParseStage.lanes) == {"default", *LANES["parse"]}
+    # only parse has lanes: no other task of any DAG takes the grobid pool
+    assert [(d.dag_id, t.task_id) for d in dagbag.dags.values() for t in d.tasks if t.pool == "grobid"] == [
+        ("figalign_process", "parse_grobid")]
+
+
+def test_retry_delay_comes_from_the_environment():
+    from datetime import timedelta
+
+    from figalign.orchestration import retry_delay
+
+    assert retry_delay({}) == timedelta(seconds=30)
+    assert retry_delay({"FIGALIGN_RETRY_DELAY_S": "1.5"}) == timedelta(seconds=1.5)
+    for bad in ("-1", "soon", "7200"):
+        with pytest.raises(ValueError, match="FIGALIGN_RETRY_DELAY_S"):
+            retry_delay({"FIGALIGN_RETRY_DELAY_S": bad})
 
 
 def test_harvest_dags_are_daily_without_catchup_and_validate_params(dagbag):
@@ -96,7 +128,7 @@ def test_tasks_back_off_exponentially_and_stages_are_mapped_with_outlets(dagbag)
               "figalign_score": ("score",)}
     for dag_id, task_ids in stages.items():
         dag = dagbag.dags[dag_id]
-        for task_id in task_ids:
+        for task_id in task_ids + (("parse_grobid",) if dag_id == "figalign_process" else ()):
             task = dag.get_task(task_id)
             assert type(task).__name__.endswith("MappedOperator"), (dag_id, task_id)
             assert f"plan_{task_id}" in task.upstream_task_ids

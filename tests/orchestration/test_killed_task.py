@@ -129,8 +129,9 @@ def test_parse_killed_mid_batch_then_retried_equals_a_clean_run(pg_url, tmp_path
         assert parse_result((tmp_path / "killed.log").read_text()) is None  # it never got to report
         killed_pdf = grobid.uploads[0]
         killed_owner = {r.lease_owner for r in claimed}
-        # batches are fitted to the work (3 papers: one each); the killed one is the first try of one
-        assert len(killed_owner) == 1 and re.search(r"/parse/\d+/1$", killed_owner.pop())
+        # batches are fitted to the work (3 papers: one each); the killed one is the first try of one,
+        # in the grobid lane (it is a bare PDF, uploaded to GROBID)
+        assert len(killed_owner) == 1 and re.search(r"/parse_grobid/\d+/1$", killed_owner.pop())
         with session_scope(engine) as s:
             assert s.scalar(select(func.count()).select_from(StageRun)
                             .where(StageRun.stage == "parse", StageRun.status == "failed")) == 0

@@ -178,7 +178,11 @@ def check_store(engine, result: list[dict]) -> None:
         for r in runs:
             dag = {"fetch": "figalign_process", "parse": "figalign_process", "filter": "figalign_process",
                    "recaption": "figalign_recaption", "score": "figalign_score"}[r.stage]
-            assert (r.dag_id, r.run_id, r.task_id, r.try_number) == (dag, run_ids[dag], r.stage, 1), r.id
+            task = r.stage if r.lane == "default" else f"{r.stage}_{r.lane}"  # parse_grobid: calls GROBID
+            assert (r.dag_id, r.run_id, r.task_id, r.try_number) == (dag, run_ids[dag], task, 1), r.id
+        # the PDF-only papers (GROBID configured) took the grobid lane; the e-print did not
+        assert {papers_by_id(papers)[int(r.entity_id)] for r in runs if r.lane == "grobid"} == {
+            "1601.03238", "1706.09418", "1707.00874"}
         assert sorted({r.stage for r in runs}) == ["fetch", "filter", "parse", "recaption", "score"]
         assert sum(r.stage == "fetch" for r in runs) == 5 and sum(r.stage == "parse" for r in runs) == 4
         kept_with_image = [f.id for f in figures if f.image_artifact_id and f.filter_reason is None

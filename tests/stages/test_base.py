@@ -9,6 +9,7 @@ from figalign.errors import BadInputError, TransientError
 from figalign.stages.base import Outcome, Stage, drain, run_batch
 from figalign.store.db import session_scope
 from figalign.store.models import StageRun
+from figalign.store.queue import RunContext
 
 
 class Toy(Stage):
@@ -159,3 +160,82 @@ def test_plans_fit_batches_to_the_pending_work(tmp_path, monkeypatch):
     monkeypatch.setenv("FIGALIGN_WORKER_SLOTS", "x")
     with pytest.raises(Exception, match="FIGALIGN_WORKER_SLOTS"):
         plan_batches("filter", 25, 16, settings)
+
+
+def _retry_of(ctx_try: int) -> RunContext:
+    """Try ``ctx_try`` of one mapped Airflow task instance."""
+    instance = "figalign_process/run1/parse/0"
+    return RunContext(owner=f"{instance}/{ctx_try}", dag_id="figalign_process", run_id="run1", task_id="parse",
+                      try_number=ctx_try, instance=instance)
+
+
+def test_a_retry_takes_back_every_item_its_dead_try_held_before_anything_else(engine):
+    """Try 1 claimed four items and died; try 2, planned for a batch of two, claims those
+    four at once (their leases have not lapsed) and ahead of the other pending items."""
+    from figalign.store.queue import claim_batch, enqueue
+
+    with session_scope(engine) as s:
+        enqueue(s, "toy", "thing", [str(i) for i in range(6)])
+    with session_scope(engine) as s:
+        claim_batch(s, "toy", 4, ctx=RunContext("someone else"))  # ids 0-3, then let them go
+    with session_scope(engine) as s:
+        from figalign.store.queue import requeue
+
+        requeue(s, "toy", "thing", ["0", "1"])  # 0, 1 back to pending; 2, 3 still held by another
+    with session_scope(engine) as s:
+        dead = claim_batch(s, "toy", 3, ctx=_retry_of(1))
+    assert sorted(c.entity_id for c in dead) == ["0", "1", "4"]
+    stage = Toy()
+    summary = run_batch(stage, engine, size=2, ctx=_retry_of(2))
+    assert summary.claimed == 3 and sorted(stage.calls) == ["0", "1", "4"]  # all of try 1's, "5" left
+    rows = _rows(engine)
+    assert rows["5"].status == "pending" and rows["0"].status == "done" and rows["0"].attempts == 2
+    assert rows["2"].lease_owner == "someone else"  # another worker's live lease is left alone
+
+
+def test_a_batch_never_ends_with_an_item_it_claimed_still_running(engine, monkeypatch):
+    """If a batch returned with a claimed item unrecorded, the task fails, naming it, instead
+    of ending "success"; its retry then claims that item first."""
+    from figalign.errors import UnfinishedWork
+    from figalign.stages import base
+
+    real = base.run_sequentially
+
+    def drops_the_last(stage, engine, items, not_ready, summary, keeper):
+        real(stage, engine, items[:-1], not_ready, summary, keeper)
+
+    monkeypatch.setattr(base, "run_sequentially", drops_the_last)
+    stage = Toy()
+    with pytest.raises(UnfinishedWork, match=r"stage toy, .*parse/0/1: 1 claimed item\(s\) still running: thing 5"):
+        run_batch(stage, engine, size=10, ctx=_retry_of(1))
+    assert _rows(engine)["5"].status == "running"
+    monkeypatch.setattr(base, "run_sequentially", real)
+    again = Toy()
+    run_batch(again, engine, size=1, ctx=_retry_of(2), discover=False)
+    assert again.calls == ["5"] and _rows(engine)["5"].status == "done"
+
+
+def test_a_run_summary_fails_while_items_the_run_claimed_are_running(tmp_path):
+    from figalign.config import load_settings
+    from figalign.errors import UnfinishedWork
+    from figalign.pipeline import render_summary
+    from figalign.store.db import get_engine
+    from figalign.store.migrate import upgrade
+    from figalign.store.queue import claim_batch
+
+    url = f"sqlite:///{tmp_path / 'summary.db'}"
+    upgrade(url)
+    settings = load_settings({"FIGALIGN_DATABASE_URL": url, "FIGALIGN_DATA_DIR": str(tmp_path / "data")})
+    engine = get_engine(settings)
+    run_batch(Toy(), engine, size=3, ctx=_retry_of(1))  # 0-2 finished by run1
+    other = RunContext(owner="x", dag_id="figalign_recaption", run_id="run1", task_id="recaption", try_number=1)
+    with session_scope(engine) as s:
+        # another DAG's run of the same name holds item 1 (pending again after its transient error)
+        assert [c.entity_id for c in claim_batch(s, "toy", 1, ctx=other)] == ["1"]
+    assert render_summary("run1", settings, dag_id="figalign_process")["stages"]["toy"]["counts"] == {
+        "done": 1, "failed": 1}
+    with session_scope(engine) as s:
+        claim_batch(s, "toy", 2, ctx=_retry_of(1))  # run1 claims 3 and 4, and ends
+    with pytest.raises(UnfinishedWork, match=r"run run1: 2 claimed item\(s\) still running: toy thing 3, toy thing 4"):
+        render_summary("run1", settings, dag_id="figalign_process")
+    render_summary(None, settings)  # the CLI's summary over every run only reports

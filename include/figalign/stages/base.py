@@ -43,11 +43,20 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from figalign.errors import ConfigError, PermanentError, TransientError
+from figalign.errors import ConfigError, PermanentError, TransientError, UnfinishedWork
 from figalign.stages.budget import Budget, BudgetedRunner, OverBudget, run_budgeted
 from figalign.stages.leases import LeaseKeeper
 from figalign.store.db import session_scope, transient_db_error
-from figalign.store.queue import Claimed, LeaseLost, RunContext, claim_batch, enqueue, fence, finish
+from figalign.store.queue import (
+    Claimed,
+    LeaseLost,
+    RunContext,
+    claim_batch,
+    enqueue,
+    fence,
+    finish,
+    unfinished_claims,
+)
 
 log = logging.getLogger(__name__)
 LOST = "lost-lease"
@@ -116,6 +125,7 @@ class Stage:
     lease_seconds: int = 120
     budget: Budget | None = None  # per item: wall time, memory, temp disk (stages.budget)
     concurrent: bool = False  # True: the batch runs every item's ``compute_async`` at once
+    lanes: tuple[str, ...] = ("default",)  # kinds of worker slot its items need (see ``lane_of``)
 
     def async_resources(self) -> contextlib.AbstractAsyncContextManager:
         """What the concurrent items of one batch share (e.g. a client), entered once per batch."""
@@ -134,6 +144,11 @@ class Stage:
     def discover(self, session: Session) -> Iterable[str]:
         """Entity ids ready for this stage (enqueue ignores ones already queued)."""
         return ()
+
+    def lane_of(self, session: Session, entity_ids: list[str]) -> dict[str, str]:
+        """The lane of each item not in ``"default"`` (e.g. parse: ``grobid`` for papers that will
+        call GROBID), so a plan maps each lane to a task in its own pool. Default: none."""
+        return {}
 
     def check_ready(self) -> str | None:
         """Return a reason when the stage cannot run at all (e.g. no endpoint configured)."""
@@ -169,15 +184,18 @@ def run_batch(
     size: int = 50,
     ctx: RunContext | None = None,
     discover: bool = True,
+    lane: str | None = None,
 ) -> BatchSummary:
-    """Claim up to ``size`` items of ``stage`` and process them, recording each outcome."""
+    """Claim up to ``size`` items of ``stage`` (of ``lane`` only, when given) and process
+    them, recording each outcome; raise ``UnfinishedWork`` rather than return while an
+    item this task claimed is still running (``check_finished``)."""
     ctx = ctx or RunContext.local()
     summary = BatchSummary(stage.name)
     started = time.monotonic()
     if discover:
         summary.enqueued = enqueue_discovered(stage, engine)
     with session_scope(engine) as session:
-        items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx)
+        items = claim_batch(session, stage.name, size, lease_seconds=stage.lease_seconds, ctx=ctx, lane=lane)
     summary.claimed = len(items)
     not_ready = stage.check_ready()
     with LeaseKeeper(engine, items, stage.lease_seconds) as keeper:
@@ -185,7 +203,18 @@ def run_batch(
         run(stage, engine, items, not_ready, summary, keeper)
     summary.seconds = time.monotonic() - started
     log.info("stage %s: %s", stage.name, summary.as_dict())
+    check_finished(engine, stage.name, ctx)
     return summary
+
+
+def check_finished(engine: Engine, stage: str, ctx: RunContext) -> None:
+    """Fail the task, visibly, if an item it claimed (in this or an earlier try) is still
+    ``running``: a batch must never end "success" with work it holds unfinished. Airflow
+    then retries the task, and the retry claims those items first, at once."""
+    with session_scope(engine) as session:
+        left = [f"{r.entity_type} {r.entity_id}" for r in unfinished_claims(session, stage, ctx)]
+    if left:
+        raise UnfinishedWork(f"stage {stage}, {ctx.owner}", left)
 
 
 def run_sequentially(stage: Stage, engine: Engine, items: list[Claimed], not_ready: str | None,

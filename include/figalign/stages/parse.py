@@ -71,13 +71,21 @@ class ParseJob:
 
 
 def load_files(session: Session, paper_id: int) -> list[StoredFile]:
+    return load_files_of(session, [paper_id]).get(paper_id, [])
+
+
+def load_files_of(session: Session, paper_ids: list[int]) -> dict[int, list[StoredFile]]:
+    """The stored files of several papers in one query: paper id → files."""
     rows = session.execute(
-        select(PaperFile.role, PaperFile.name, Artifact.storage_uri, Artifact.sha256, Artifact.id,
-               PaperFile.origin_url, PaperFile.derived_from_artifact_id)
+        select(PaperFile.paper_id, PaperFile.role, PaperFile.name, Artifact.storage_uri, Artifact.sha256,
+               Artifact.id, PaperFile.origin_url, PaperFile.derived_from_artifact_id)
         .join(Artifact, Artifact.id == PaperFile.artifact_id)
-        .where(PaperFile.paper_id == paper_id)
+        .where(PaperFile.paper_id.in_(paper_ids))
     ).all()
-    return [StoredFile(*row) for row in rows]
+    out: dict[int, list[StoredFile]] = {}
+    for paper_id, *row in rows:
+        out.setdefault(paper_id, []).append(StoredFile(*row))
+    return out
 
 
 def materialise(store: ArtifactStore, files: list[StoredFile], workdir: Path) -> dict[str, tuple[Path, StoredFile]]:
@@ -132,6 +140,18 @@ def record_tei(session: Session, paper_id: int, job_tei: tuple[StoredObject, str
                                     derived_from_artifact_id=pdf_artifact_id), ("paper_id", "role", "name"))
 
 
+def usable_roles(files: list[StoredFile]) -> set[str]:
+    """The roles ``materialise`` would hand to ``choose_input`` (an older version's TEI left out)."""
+    pdf_ids = {f.artifact_id for f in files if f.role == "pdf"}
+    return {f.role for f in files if f.role != "media" and (f.role != "tei" or tei_is_current(f, pdf_ids))}
+
+
+def needs_grobid(files: list[StoredFile], settings: Settings) -> bool:
+    """Whether parsing these files will call GROBID: ``choose_input`` would pick ``grobid``."""
+    roles = usable_roles(files)
+    return bool(settings.grobid_url) and "pdf" in roles and not roles & {"jats", "eprint", "tei"}
+
+
 def choose_input(paths: dict[str, Path], settings: Settings) -> tuple[str, Path, Path | None]:
     """Pick (parser kind, input, pdf) from the files a paper has."""
     if "jats" in paths:
@@ -155,6 +175,7 @@ class ParseStage(Stage):
 
     name = "parse"
     entity_type = "paper"
+    lanes = ("default", "grobid")  # grobid: the paper will call GROBID (pool ``grobid``)
 
     def __init__(self, settings: Settings | None = None, options: ParseOptions | None = None,
                  budget: Budget | None = None):
@@ -181,6 +202,16 @@ class ParseStage(Stage):
         from figalign.parsers import images
 
         images.MAX_PIXELS = min(images.MAX_PIXELS, self.budget.image_pixel_cap())
+
+    def lane_of(self, session: Session, entity_ids: list[str], chunk: int = 500) -> dict[str, str]:
+        """``grobid`` for each paper whose parse will call GROBID (``needs_grobid``)."""
+        out: dict[str, str] = {}
+        ids = [int(i) for i in entity_ids if i.isdigit()]
+        for start in range(0, len(ids), chunk):
+            for paper_id, files in load_files_of(session, ids[start:start + chunk]).items():
+                if needs_grobid(files, self.settings):
+                    out[str(paper_id)] = "grobid"
+        return out
 
     def load(self, session: Session, item: Claimed) -> ParseJob:
         paper = session.get(Paper, int(item.entity_id))

@@ -222,7 +222,8 @@ class StageRun(Base):
     __tablename__ = "stage_runs"
     __table_args__ = (
         UniqueConstraint("stage", "entity_type", "entity_id"),
-        Index("ix_stage_runs_stage_status", "stage", "status"),
+        # claims filter stage, status and (for a stage with lanes) lane (0006)
+        Index("ix_stage_runs_stage_status_lane", "stage", "status", "lane"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -230,6 +231,9 @@ class StageRun(Base):
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    # which kind of worker slot the item needs (0006): e.g. parse's "grobid" lane for a PDF-only
+    # paper with GROBID configured; planned per lane, claimed only by that lane's tasks
+    lane: Mapped[str] = mapped_column(String(32), default="default", server_default="default")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(256))

@@ -23,10 +23,10 @@ import datetime as dt
 import os
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from figalign.store.models import StageRun, utcnow
@@ -69,7 +69,8 @@ class RunContext:
 
     @classmethod
     def local(cls) -> "RunContext":
-        return cls(owner=f"{socket.gethostname()}:{os.getpid()}")
+        """A CLI batch; the random part keeps batches run side by side in one process apart."""
+        return cls(owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
 
 
 def enqueue(
@@ -130,16 +131,24 @@ def _fail_exhausted(session: Session, stage: str, now: dt.datetime) -> int:
     return result.rowcount or 0
 
 
+def _earlier_owners(ctx: RunContext) -> list[str]:
+    """Lease owners of this task instance's earlier tries (none for a first try or a CLI run)."""
+    if not ctx.instance or not ctx.try_number or ctx.try_number <= 1:
+        return []
+    return [f"{ctx.instance}/{n}" for n in range(1, ctx.try_number)]
+
+
 def _take_over_earlier_tries(session: Session, stage: str, ctx: RunContext, now: dt.datetime) -> int:
     """A retried task gets its earlier try's items back at once, not when their leases lapse.
 
     Its earlier try is dead (Airflow retries a task only once it has failed or its worker
     stopped heartbeating), so those leases are expired now and the claim below takes them,
-    counting the attempt; fencing keeps a zombie of the earlier try from writing anything.
+    all of them and before any other item, counting the attempt; fencing keeps a zombie of
+    the earlier try from writing anything.
     """
-    if not ctx.instance or not ctx.try_number or ctx.try_number <= 1:
+    earlier = _earlier_owners(ctx)
+    if not earlier:
         return 0
-    earlier = [f"{ctx.instance}/{n}" for n in range(1, ctx.try_number)]
     result = session.execute(update(StageRun)
                              .where(StageRun.stage == stage, StageRun.status == "running",
                                     StageRun.lease_owner.in_(earlier))
@@ -154,23 +163,28 @@ def claim_batch(
     *,
     lease_seconds: int = 120,
     ctx: RunContext | None = None,
+    lane: str | None = None,
 ) -> list[Claimed]:
     """Claim up to ``size`` items of ``stage`` for this worker; commit before returning.
 
-    The caller's session must not hold other pending work: this commits so the claim is
-    visible to other workers at once. On SQLite every transaction starts with
+    ``lane`` (``None``: any) claims only items planned into that lane. A retried task
+    claims every item its earlier tries left behind first, even more than ``size``: they
+    are its own batch, and nothing else in the run would pick them up before their leases
+    lapse. The caller's session must not hold other pending work: this commits so the
+    claim is visible to other workers at once. On SQLite every transaction starts with
     ``BEGIN IMMEDIATE`` (see ``store.db``), so two claimers serialise on the write lock.
     """
     ctx = ctx or RunContext.local()
     now = utcnow()
-    _take_over_earlier_tries(session, stage, ctx, now)
+    taken_over = _take_over_earlier_tries(session, stage, ctx, now)
     _fail_exhausted(session, stage, now)
-    query = (
-        select(StageRun)
-        .where(_claimable(stage, now), StageRun.attempts < StageRun.max_attempts)
-        .order_by(StageRun.id)
-        .limit(size)
-    )
+    claimable = and_(_claimable(stage, now), StageRun.attempts < StageRun.max_attempts)
+    if lane is not None:
+        claimable = and_(claimable, StageRun.lane == lane)
+    order = [StageRun.id]
+    if earlier := _earlier_owners(ctx):
+        order.insert(0, case((StageRun.lease_owner.in_(earlier), 0), else_=1))  # its own items first
+    query = select(StageRun).where(claimable).order_by(*order).limit(max(size, taken_over))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = session.execute(query).scalars().all()
@@ -258,6 +272,42 @@ def renew(session: Session, items: Iterable[Claimed], lease_seconds: int) -> set
         if result.rowcount:
             held.add(item.run_id)
     return held
+
+
+def unfinished_claims(session: Session, stage: str, ctx: RunContext) -> list[StageRun]:
+    """Items of ``stage`` this task instance (any of its tries; a CLI process: itself) claimed
+    and left ``running``: after its batch there must be none."""
+    owners = [ctx.owner, *_earlier_owners(ctx)]
+    return list(session.scalars(select(StageRun)
+                                .where(StageRun.stage == stage, StageRun.status == "running",
+                                       StageRun.lease_owner.in_(owners))
+                                .order_by(StageRun.id)))
+
+
+def assign_lanes(session: Session, stage: str, lane_of: Callable[[list[str]], dict[str, str]], *,
+                 default: str = "default", chunk: int = 500) -> int:
+    """Put the claimable items of ``stage`` into their lanes; return how many rows changed lane.
+
+    ``lane_of(entity ids)`` names each item's lane (an id it leaves out goes to ``default``).
+    Only items nobody holds move (pending, or running past their lease), so a lane never
+    changes under a worker. Called by a stage's plan, before it counts each lane.
+    """
+    now = utcnow()
+    ids = list(session.scalars(select(StageRun.entity_id).where(_claimable(stage, now))))
+    lanes = lane_of(ids) if ids else {}
+    by_lane: dict[str, list[str]] = {}
+    for entity_id in ids:
+        by_lane.setdefault(lanes.get(entity_id, default), []).append(entity_id)
+    changed = 0
+    for lane, members in by_lane.items():
+        for start in range(0, len(members), chunk):
+            result = session.execute(
+                update(StageRun)
+                .where(_claimable(stage, now), StageRun.lane != lane,
+                       StageRun.entity_id.in_(members[start:start + chunk]))
+                .values(lane=lane))
+            changed += result.rowcount or 0
+    return changed
 
 
 def stage_states(session: Session, stage: str, entity_type: str, entity_ids: list[str],
