@@ -6,7 +6,7 @@ Postgres; the file-lock limiter stays for SQLite (one machine). Downgrade drops 
 (the state is transient: at worst one request goes early).
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alembic import op
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
