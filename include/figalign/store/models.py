@@ -141,7 +141,11 @@ class FigureRow(TimestampMixin, Base):
 
     __tablename__ = "figures"
     __table_args__ = (Index("ix_figures_phash", "phash"), Index("ix_figures_pixel_sha256", "pixel_sha256"),
-                      Index("ix_figures_kind", "kind"), *(_band_index(b) for b in range(PHASH_BANDS)))
+                      Index("ix_figures_kind", "kind"), *(_band_index(b) for b in range(PHASH_BANDS)),
+                      # the explorer's filter_reason filter walks this newest first (0009)
+                      Index("ix_figures_filter_reason_id", "filter_reason", "id",
+                            postgresql_where=sql_text("filter_reason IS NOT NULL"),
+                            sqlite_where=sql_text("filter_reason IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure_key: Mapped[str] = mapped_column(String(256), unique=True)

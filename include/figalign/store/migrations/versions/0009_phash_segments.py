@@ -7,6 +7,8 @@
 * ``stage_runs``: ``(stage, id)`` over open rows (pending or running) — the claim walks it in
   id order and ``pending`` counts it, instead of sorting a stage's whole backlog — and over
   open rows on their last attempt, which each claim ends when their lease has lapsed.
+* ``figures (filter_reason, id)`` over filtered figures: the explorer's filter by reason
+  walks it newest first instead of every newer figure (a million unfiltered ones, say).
 
 Revision ID: 0009
 Revises: 0005
@@ -24,6 +26,7 @@ branch_labels = None
 depends_on = None
 
 KEPT = "filter_reason IS NULL AND image_artifact_id IS NOT NULL"
+FILTERED = "filter_reason IS NOT NULL"
 BANDS = ((42, 22), (21, 21), (0, 21))  # figalign.dedup.STORE_BANDS, frozen here
 OPEN = "status IN ('pending', 'running')"
 LAST_ATTEMPT = f"{OPEN} AND attempts >= max_attempts"
@@ -70,6 +73,8 @@ def upgrade() -> None:
     for i in range(len(BANDS)):
         op.create_index(f"ix_figures_phash_b{i}_kept", "figures", [f"phash_b{i}", "phash_bits", "id"], unique=False,
                         postgresql_where=sa.text(KEPT), sqlite_where=sa.text(KEPT))
+    op.create_index("ix_figures_filter_reason_id", "figures", ["filter_reason", "id"], unique=False,
+                    postgresql_where=sa.text(FILTERED), sqlite_where=sa.text(FILTERED))
     for name, where in QUEUE_INDEXES:
         op.create_index(name, "stage_runs", ["stage", "id"], unique=False,
                         postgresql_where=sa.text(where), sqlite_where=sa.text(where))
@@ -78,6 +83,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, _where in reversed(QUEUE_INDEXES):
         op.drop_index(name, table_name="stage_runs")
+    op.drop_index("ix_figures_filter_reason_id", table_name="figures")
     for i in reversed(range(len(BANDS))):
         op.drop_index(f"ix_figures_phash_b{i}_kept", table_name="figures")
     with op.batch_alter_table("figures") as batch:
