@@ -230,7 +230,7 @@ def measure_queue(engine, settings, k: int) -> list[tuple[str, list[float], floa
     for stage in ("filter", "parse"):
         claims: list[float] = []
 
-        def claim_and_finish(i, stage=stage):
+        def claim_and_finish(i, stage=stage, claims=claims):
             t0 = time.perf_counter()
             with session_scope(engine) as s:
                 items = claim_batch(s, stage, 25, lease_seconds=300, ctx=RunContext(f"bench/{i}"))
@@ -300,7 +300,7 @@ def measure_grid(engine, k: int) -> list[tuple[str, list[float], float | None]]:
                 cursor = Q.grid(s, Q.GridQuery(cursor=cursor, **params)).next_cursor
             query = Q.GridQuery(cursor=cursor, **params)
 
-            def one(i, query=query):
+            def one(i, query=query, label=label):
                 page = Q.grid(s, query)
                 if not page.items:
                     raise RuntimeError(f"{label}: empty page")
