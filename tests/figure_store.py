@@ -10,7 +10,7 @@ import io
 import random
 from pathlib import Path
 
-from figalign.dedup import image_hashes
+from figalign.dedup import image_hashes, phash_columns
 from figalign.storage import ArtifactStore, record_artifact
 from figalign.store.db import make_engine, session_scope
 from figalign.store.migrate import upgrade
@@ -152,4 +152,5 @@ class FigureStore:
             values["phash"], values["pixel_sha256"] = image_hashes(data)
         except OSError:
             values.update(phash=None, pixel_sha256=None)
+        values.update(phash_columns(values["phash"]))
         return values

@@ -10,8 +10,16 @@ with multi-index hashing (Norouzi et al.): the hash is split into ``BANDS`` 16-b
 each band indexed in a dict. By pigeonhole, two hashes within Hamming distance ``d``
 agree within ``d // BANDS`` bits on at least one band, so a query probes every band value
 within that radius (1 + 16 lookups per band for d ≤ 7) and only checks the few hashes
-found there. The index lives in process and is built from the store, because the store
-keeps the hash as one indexed string and SQL cannot probe bands without a new table.
+found there. ``DedupIndex`` does this in process, for offline clustering (``cluster``).
+
+The filter stage looks up the store itself (``figalign.store.duplicates``): each figure row
+carries its hash as a signed 64-bit integer and cut into ``STORE_BANDS`` bands (22, 21, 21
+bits), each band indexed. Three bands rather than four, because at ten million figures a
+16-bit band value is shared by ~150 figures and a 21-bit one by ~5: a probe reads a few
+candidates instead of hundreds (numbers in docs/benchmarks.md). ``store_probes`` says which
+band values to look up: when ``d`` errors spread over three bands, some band holds at most
+``d // 3`` of them, and (Norouzi et al.'s refinement) only the first ``d % 3 + 1`` bands need
+that radius; the others need one less.
 
 The first seen (lowest figure id) is kept; a duplicate links to it.
 """
@@ -46,13 +54,52 @@ def bands(value: int) -> list[int]:
     return [(value >> (i * BAND_BITS)) & BAND_MASK for i in range(BANDS)]
 
 
-def _flip_masks(radius: int) -> list[int]:
-    """Every band-sized mask with at most ``radius`` bits set (0 included)."""
+def _flip_masks(radius: int, width: int = BAND_BITS) -> list[int]:
+    """Every ``width``-bit mask with at most ``radius`` bits set (0 included)."""
     masks = [0]
     for r in range(1, radius + 1):
-        for bits in combinations(range(BAND_BITS), r):
+        for bits in combinations(range(width), r):
             masks.append(sum(1 << b for b in bits))
     return masks
+
+
+# The store's bands: (shift, width), high bits first; widths sum to 64.
+STORE_BANDS = ((42, 22), (21, 21), (0, 21))
+
+
+def signed64(value: int) -> int:
+    """An unsigned 64-bit value as the signed integer a BIGINT column holds (same bits)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def store_bands(value: int) -> list[int]:
+    """The store's band values of an unsigned (or signed) 64-bit hash."""
+    value &= (1 << 64) - 1
+    return [(value >> shift) & ((1 << width) - 1) for shift, width in STORE_BANDS]
+
+
+def phash_columns(phash: str | None) -> dict[str, int | None]:
+    """The figure columns derived from ``phash`` (``phash_bits``, ``phash_b0..2``): write them
+    with it, so the store's near-duplicate index sees the figure."""
+    value = phash_int(phash)
+    if value is None:
+        return {"phash_bits": None, **{f"phash_b{i}": None for i in range(len(STORE_BANDS))}}
+    return {"phash_bits": signed64(value), **{f"phash_b{i}": b for i, b in enumerate(store_bands(value))}}
+
+
+def band_radii(max_distance: int) -> list[int]:
+    """Per store band, the radius to probe (-1: skip the band) so that any hash within
+    ``max_distance`` shares a probed value: if every band ``i`` held more than its radius,
+    the errors would add up to more than ``max_distance``."""
+    m = len(STORE_BANDS)
+    r, extra = divmod(max_distance, m)
+    return [r if i <= extra else r - 1 for i in range(m)]
+
+
+def store_probes(max_distance: int) -> list[list[int]]:
+    """Per store band, the XOR masks to probe a hash's band value with."""
+    return [_flip_masks(radius, width) if radius >= 0 else []
+            for radius, (_shift, width) in zip(band_radii(max_distance), STORE_BANDS)]
 
 
 @dataclass(frozen=True)

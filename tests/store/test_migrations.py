@@ -39,38 +39,44 @@ def test_upgrade_is_repeatable(db_url):
 def _seed_old_keys(db_url):
     """A store at 0004 holding keys in the old, repeated-id form (and one duplicate's reason).
 
-    Rows go in as core inserts of the named columns only (plus the models' Python-side
-    defaults): the ORM would also write columns that later migrations added."""
-    from sqlalchemy import insert
+    Written with tables of the columns 0004 has (the models have grown since)."""
+    import sqlalchemy as sa
 
-    from figalign.store.db import session_scope
-    from figalign.store.models import FigureRow, Paper
+    from figalign.store.models import utcnow
 
     migrate.upgrade(db_url, "0004")
     engine = make_engine(db_url)
-    with session_scope(engine) as s:
-        ids = [s.execute(insert(Paper).values(source=src, external_id=ext, version=v, title="T", authors=[],
-                                              categories=[]).returning(Paper.id)).scalar_one()
-               for src, ext, v in (("arxiv", "1706.03762", "v5"), ("pmc", "PMC176545", ""))]
-        arxiv, pmc = ids
-        s.execute(insert(FigureRow), [
-            dict(figure_key="arxiv:1706.03762v5:1706.03762:fig1", paper_id=arxiv, kind="figure",
-                 parser="latex", parser_version="1"),
-            dict(figure_key="pmc:PMC176545:PMC176545:fig2", paper_id=pmc, kind="figure", parser="jats",
-                 parser_version="1", filter_reason="duplicate-of:arxiv:1706.03762v5:1706.03762:fig1"),
-            dict(figure_key="pmc:PMC176545:tab#1", paper_id=pmc, kind="table", parser="jats",
-                 parser_version="1"),  # already short: left alone
+    papers = sa.table("papers", *(sa.column(c) for c in ("id", "source", "external_id", "version", "title",
+                                                          "authors", "categories", "retracted", "source_urls", "created_at",
+                                                          "updated_at")))
+    figures = sa.table("figures", *(sa.column(c) for c in ("paper_id", "figure_key", "kind", "ordinal", "parser",
+                                                           "parser_version", "filter_reason", "subfigures",
+                                                           "created_at", "updated_at")))
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(papers.insert().values(created_at=now, updated_at=now), [
+            dict(id=1, source="arxiv", external_id="1706.03762", version="v5", title="T", authors="[]",
+                 categories="[]", retracted=False, source_urls="{}"),
+            dict(id=2, source="pmc", external_id="PMC176545", version="", title="P", authors="[]", categories="[]",
+                 retracted=False, source_urls="{}")])
+        base = dict(ordinal=0, subfigures="[]", filter_reason=None)
+        conn.execute(figures.insert().values(created_at=now, updated_at=now), [
+            {**base, "figure_key": "arxiv:1706.03762v5:1706.03762:fig1", "paper_id": 1, "kind": "figure",
+             "parser": "latex", "parser_version": "1"},
+            {**base, "figure_key": "pmc:PMC176545:PMC176545:fig2", "paper_id": 2, "kind": "figure", "parser": "jats",
+             "parser_version": "1", "filter_reason": "duplicate-of:arxiv:1706.03762v5:1706.03762:fig1"},
+            {**base, "figure_key": "pmc:PMC176545:tab#1", "paper_id": 2, "kind": "table", "parser": "jats",
+             "parser_version": "1"},  # already short: left alone
         ])
     return engine
 
 
 def _keys(engine):
-    from sqlalchemy import select
+    import sqlalchemy as sa
 
-    from figalign.store.models import FigureRow
-
+    figures = sa.table("figures", sa.column("figure_key"), sa.column("filter_reason"))
     with engine.connect() as conn:
-        return dict(conn.execute(select(FigureRow.figure_key, FigureRow.filter_reason)).all())
+        return dict(conn.execute(sa.select(figures.c.figure_key, figures.c.filter_reason)).all())
 
 
 def test_0005_drops_the_repeated_paper_id_from_figure_keys_and_back(db_url):

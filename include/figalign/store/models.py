@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -36,6 +37,7 @@ NAMING = {
 }
 
 STAGE_STATUSES = ("pending", "running", "done", "failed", "skipped")
+OPEN_SQL = "status IN ('pending', 'running')"  # stage runs a claim may still take
 
 
 def utcnow() -> dt.datetime:
@@ -115,12 +117,35 @@ class PaperFile(Base):
     derived_from_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
 
 
+# Figures a duplicate may link to (filters.kept_condition); the near-duplicate band indexes
+# hold only these rows (0009_phash_segments).
+KEPT_SQL = "filter_reason IS NULL AND image_artifact_id IS NOT NULL"
+PHASH_BANDS = 3
+
+
+def _band_index(band: int) -> Index:
+    """One band of the near-duplicate index: band value first, then what the lookup checks
+    (the whole hash and the id), so a probe is an index-only scan on Postgres."""
+    kept = sql_text(KEPT_SQL)
+    return Index(f"ix_figures_phash_b{band}_kept", f"phash_b{band}", "phash_bits", "id",
+                 postgresql_where=kept, sqlite_where=kept)
+
+
 class FigureRow(TimestampMixin, Base):
-    """A figure or table of a parsed paper, with where it came from and why it was dropped."""
+    """A figure or table of a parsed paper, with where it came from and why it was dropped.
+
+    ``phash_bits`` and ``phash_b0..2`` are ``phash`` as a signed 64-bit integer and its three
+    bands (``figalign.dedup.phash_columns`` derives them; whoever writes ``phash`` writes
+    them too): the store-resident near-duplicate index of ``figalign.store.duplicates``.
+    """
 
     __tablename__ = "figures"
     __table_args__ = (Index("ix_figures_phash", "phash"), Index("ix_figures_pixel_sha256", "pixel_sha256"),
-                      Index("ix_figures_kind", "kind"))
+                      Index("ix_figures_kind", "kind"), *(_band_index(b) for b in range(PHASH_BANDS)),
+                      # the explorer's filter_reason filter walks this newest first (0009)
+                      Index("ix_figures_filter_reason_id", "filter_reason", "id",
+                            postgresql_where=sql_text("filter_reason IS NOT NULL"),
+                            sqlite_where=sql_text("filter_reason IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure_key: Mapped[str] = mapped_column(String(256), unique=True)
@@ -136,6 +161,10 @@ class FigureRow(TimestampMixin, Base):
     height: Mapped[int | None] = mapped_column(Integer)
     phash: Mapped[str | None] = mapped_column(String(32))
     pixel_sha256: Mapped[str | None] = mapped_column(String(64))
+    phash_bits: Mapped[int | None] = mapped_column(BigInteger)
+    phash_b0: Mapped[int | None] = mapped_column(Integer)
+    phash_b1: Mapped[int | None] = mapped_column(Integer)
+    phash_b2: Mapped[int | None] = mapped_column(Integer)
     subfigures: Mapped[list[Any]] = mapped_column(JSON, default=list)
     parser: Mapped[str] = mapped_column(String(64))
     parser_version: Mapped[str] = mapped_column(String(32))
@@ -220,10 +249,17 @@ class StageRun(Base):
     """
 
     __tablename__ = "stage_runs"
+    # The two partial indexes (0009) serve the claim and ``pending``: open rows in id order,
+    # and open rows on their last attempt (ended by each claim once their lease lapses).
     __table_args__ = (
         UniqueConstraint("stage", "entity_type", "entity_id"),
         # claims filter stage, status and (for a stage with lanes) lane (0006)
         Index("ix_stage_runs_stage_status_lane", "stage", "status", "lane"),
+        Index("ix_stage_runs_stage_id_open", "stage", "id", postgresql_where=sql_text(OPEN_SQL),
+              sqlite_where=sql_text(OPEN_SQL)),
+        Index("ix_stage_runs_stage_id_last_attempt", "stage", "id",
+              postgresql_where=sql_text(f"{OPEN_SQL} AND attempts >= max_attempts"),
+              sqlite_where=sql_text(f"{OPEN_SQL} AND attempts >= max_attempts")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

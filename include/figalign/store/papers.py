@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from figalign.dedup import phash_columns
 from figalign.records import Figure, ParsedPaper
 from figalign.storage import ArtifactStore, StoredObject, record_artifact
 from figalign.store.models import Caption, CitationContextRow, FigureRow, Metric, Paper
@@ -80,13 +81,14 @@ def image_key(fig: Figure, panel: int | None = None) -> str:
 
 def _save_image(session: Session, fig: Figure, image: StoredImage | None) -> dict:
     if image is None:
-        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None, image_origin=None)
+        out = dict(image_artifact_id=None, width=None, height=None, phash=None, pixel_sha256=None, image_origin=None,
+                   **phash_columns(None))
         if fig.no_image_reason:
             out["filter_reason"] = NO_IMAGE_PREFIX + fig.no_image_reason
         return out
     return dict(image_artifact_id=record_artifact(session, image.obj), width=fig.image.width,
                 height=fig.image.height, phash=fig.image.phash, pixel_sha256=image.pixel_sha256,
-                image_origin=fig.image_origin)
+                image_origin=fig.image_origin, **phash_columns(fig.image.phash))
 
 
 def _panel(session: Session, sub, image: StoredImage | None) -> dict:

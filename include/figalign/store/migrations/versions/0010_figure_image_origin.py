@@ -7,7 +7,7 @@ images by origin (``figalign status``, the explorer, exports) instead of only re
 ``figalign parse`` JSON. Existing rows stay NULL until their paper is parsed again.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic import op
 
 
 revision = '0010'
-down_revision = '0007'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
