@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 from sqlalchemy import select, update
 
@@ -26,16 +27,19 @@ def test_enqueue_is_idempotent(engine):
         assert len(s.scalars(select(StageRun)).all()) == 6
 
 
-def _worker(url: str, name: str, got: list, errors: list) -> None:
+def _worker(url: str, name: str, got: list, errors: list, start: threading.Barrier | None = None) -> None:
     engine = make_engine(url)
     ctx = RunContext(owner=name)
     try:
+        if start is not None:
+            start.wait(60)  # all claim at once: otherwise the first thread can drain the queue alone
         while True:
             with session_scope(engine) as s:
                 batch = claim_batch(s, "parse", 7, ctx=ctx)
             if not batch:
                 return
             got.extend(item.entity_id for item in batch)
+            time.sleep(0.005)  # the work between claim and finish, so workers interleave
             with session_scope(engine) as s:
                 for item in batch:
                     finish(s, item, "done")
@@ -49,7 +53,8 @@ def test_concurrent_workers_never_claim_the_same_item(engine, db_url):
     _fill(engine, 300)
     results: list[list[str]] = [[] for _ in range(4)]
     errors: list[Exception] = []
-    threads = [threading.Thread(target=_worker, args=(db_url, f"w{i}", results[i], errors)) for i in range(4)]
+    start = threading.Barrier(4)
+    threads = [threading.Thread(target=_worker, args=(db_url, f"w{i}", results[i], errors, start)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
