@@ -429,31 +429,3 @@ def test_the_first_view_shows_what_the_dataset_holds(explorer):
     dataset = ids(client.get("/api/figures", params={"show": "dataset"}))
     assert sd.futoma_figures["5"] not in dataset and len(dataset) == 7
     assert client.get("/api/figures", params={"show": "nonsense"}).status_code == 400
-
-
-@pytest.mark.parametrize("few", [5_000, 0])
-def test_stage_filter_reads_the_few_matching_runs_first_or_probes_per_figure(explorer, engine, monkeypatch, few):
-    """Both ways of filtering the grid by a stage run (the matching runs' ids first, or a probe
-    per figure when they are many) give the same figures, newest first."""
-    from figalign.explore import queries
-    from figalign.store.db import session_scope
-    from figalign.store.models import StageRun
-    from figalign.store.upsert import upsert
-
-    monkeypatch.setattr(queries, "FEW_STAGE_ROWS", few)
-    client, sd, _ = explorer
-    failed = sorted([sd.pone_figures["1"], sd.futoma_figures["5"]])
-    with session_scope(engine) as s:
-        for fid in failed:
-            upsert(s, StageRun, dict(stage="filter", entity_type="figure", entity_id=str(fid), status="failed",
-                                     attempts=3, max_attempts=3, reason="BadInputError: corrupt image", output={}),
-                   ("stage", "entity_type", "entity_id"))
-    params = {"stage": "filter", "status": "failed", "show": "all"}
-    with session_scope(engine) as s:
-        want = sorted((int(r.entity_id) for r in s.query(StageRun).filter_by(stage="filter", status="failed")),
-                      reverse=True)
-    assert set(failed) <= set(want)
-    assert ids(client.get("/api/figures", params=params)) == want
-    reason = {**params, "reason": "BadInputError: corrupt image"}
-    assert ids(client.get("/api/figures", params=reason)) == failed[::-1]
-    assert ids(client.get("/api/figures", params={**params, "reason": "another"})) == []

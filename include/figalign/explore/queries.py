@@ -173,40 +173,13 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
     return exists(select(1).where(*conds, StageRun.entity_id == cast(key, String)).offset(0))
 
 
-FEW_STAGE_ROWS = 5_000
-
-
-def _stage_condition(session: Session, query: GridQuery, fig):
-    """Figures whose stage run matches ``stage``/``status``/``reason``.
-
-    Failures and skips are few next to the figures: a grid walking figures newest first
-    while probing each one's stage run reads millions of rows before it finds a page of
-    them (13 s at 10 M figures, ``bench/bench_store_scale.py``). So the matching stage runs
-    are read first, over the (stage, status) index, and when there are at most
-    ``FEW_STAGE_ROWS`` of them the grid takes those ids directly; otherwise (a common status
-    such as ``done``) the per-figure probe stops after one page as before.
-    """
-    entity = STAGE_ENTITY.get(query.stage, "figure")
-    if entity != "caption":
-        conds = [StageRun.stage == query.stage, StageRun.entity_type == entity]
-        if query.status:
-            conds.append(StageRun.status == query.status)
-        if query.reason:
-            conds.append(reason_key() == query.reason)
-        ids = session.scalars(select(StageRun.entity_id).where(*conds).limit(FEW_STAGE_ROWS + 1)).all()
-        if len(ids) <= FEW_STAGE_ROWS:
-            key = fig.paper_id if entity == "paper" else fig.id
-            return key.in_(sorted({int(i) for i in ids if i.isdigit()}))
-    return _stage_exists(query, fig, reason_key())
-
-
 def reason_key():
     """How failures are grouped and filtered: the recorded reason (it names what went wrong,
     e.g. ``over-budget: wall 120 s``), else the error class."""
     return func.coalesce(reason_of(), "(none)")
 
 
-def _filters(session: Session, query: GridQuery, fig, paper) -> list:
+def _filters(query: GridQuery, fig, paper) -> list:
     conds = []
     if query.show in ("dataset", "with-image"):
         conds.append(fig.image_artifact_id.is_not(None))
@@ -218,7 +191,7 @@ def _filters(session: Session, query: GridQuery, fig, paper) -> list:
         if value:
             conds.append(column == value)
     if query.stage:
-        conds.append(_stage_condition(session, query, fig))
+        conds.append(_stage_exists(query, fig, reason_key()))
     if query.q:
         conds.append(exists(select(1).where(Caption.figure_id == fig.id,
                                             Caption.text.ilike(_like_pattern(query.q), escape="\\"))))
@@ -272,7 +245,7 @@ def grid(session: Session, query: GridQuery) -> Page:
                 .join(fig, fig.id == Metric.figure_id)
                 .where(Metric.metric == sort.metric, Metric.caption_kind == sort.kind))
     stmt = (stmt.join(paper, paper.id == fig.paper_id).outerjoin(art, art.id == fig.image_artifact_id)
-            .where(*_filters(session, query, fig, paper)))
+            .where(*_filters(query, fig, paper)))
     after = _keyset(value_col, fig.id, sort.descending, query.cursor)
     if after is not None:
         stmt = stmt.where(after)
