@@ -390,7 +390,7 @@ def measure_dedup(url: str, new: int, workers: int, batch: int = 500) -> dict:
     return {"figures": looked, "with_match": found, "near": near, "seconds": secs, "workers": workers, "batch": batch}
 
 
-def measure(url: str, k: int, dedup: int, workers: int, only: set[str] | None = None) -> dict:
+def measure(url: str, k: int, dedup: int, workers: int, only: set[str] | None = None, dedup_batch: int = 500) -> dict:
     from figalign.config import Settings
 
     from figalign.store.db import make_engine
@@ -412,7 +412,7 @@ def measure(url: str, k: int, dedup: int, workers: int, only: set[str] | None = 
     engine.dispose()
     out = {"rows": rows}
     if "dedup" in groups and dedup:
-        out["dedup"] = measure_dedup(url, dedup, workers)
+        out["dedup"] = measure_dedup(url, dedup, workers, dedup_batch)
     return out
 
 
@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generate-only", action="store_true", help="generate and stop (implies --keep)")
     ap.add_argument("--dedup", type=int, default=0, help="new figures to dedup (default: all --new)")
     ap.add_argument("--workers", type=int, default=2, help="processes for the dedup throughput run")
+    ap.add_argument("--dedup-batch", type=int, default=500, help="figures per find_originals call in the dedup run")
     ap.add_argument("--only", default="", help="comma-separated measurement groups (claim,plan,status,grid,dedup)")
     ap.add_argument("--md", action="store_true", help="print only the markdown tables")
     args = ap.parse_args(argv)
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.generate_only:
             only = set(filter(None, args.only.split(","))) or None
             dedup = args.dedup or (store_size(url)["new"] if args.reuse else new)
-            rows = measure(url, args.samples, dedup, args.workers, only)
+            rows = measure(url, args.samples, dedup, args.workers, only, args.dedup_batch)
             print_tables(url, rows, gen, args)
     finally:
         if keep:
