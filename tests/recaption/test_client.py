@@ -213,10 +213,10 @@ def test_max_in_flight_requests_share_one_wave(server):
 
     async def many(client):
         return await asyncio.gather(*(client.complete(_request()) for _ in range(20)))
-    started = time.monotonic()
     results, _ = run(server, many, max_in_flight=20)
+    # all 20 were in flight at the server at once: one wave, not several (a wall-clock bound
+    # on the same thing also timed client start-up and failed on a loaded machine)
     assert len(results) == 20 and server.state.peak == 20
-    assert time.monotonic() - started < 2 * 0.2 + 1.0  # one wave, not several
 
 
 def test_server_data_url_check_is_bounded_but_rejects_bad_payloads():
