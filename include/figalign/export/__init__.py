@@ -36,7 +36,7 @@ from figalign.export.manifest import MANIFEST, build_manifest, record_export, wr
 from figalign.export.options import ExportOptions
 from figalign.export.quality import QualityPolicy, quality_rules
 from figalign.export.selection import Selection, licence_rule, require_recaption
-from figalign.export.units import expand, require_panel_pair
+from figalign.export.units import require_panel_pair
 from figalign.filters import FilterPolicy
 from figalign.storage import ArtifactStore
 from figalign.store.db import session_scope
@@ -139,8 +139,7 @@ def _export_into(engine: Engine, store: ArtifactStore, fmt: str, out_dir: Path, 
     try:
         with session_scope(engine) as session:
             units = units_for(fmt, options)
-            samples = expand(iter_samples(session, policy, since, ordinals=fmt == "s1mmalign",
-                                          panels=units != "figures"), units)
+            samples = iter_samples(session, policy, since, ordinals=fmt == "s1mmalign", units=units)
             result = write(stats.tap(selection.apply(samples)), out_dir, store, options)
     except BaseException:
         selection.abort()

@@ -206,12 +206,14 @@ def _base_query(since: dt.datetime | None):
 
 
 def iter_samples(session: Session, policy: FilterPolicy | None = None,
-                 since: dt.datetime | None = None, *, ordinals: bool = False, panels: bool = False) -> Iterator[Sample]:
+                 since: dt.datetime | None = None, *, ordinals: bool = False,
+                 units: str = "figures") -> Iterator[Sample]:
     """Exportable samples in figure-id order, loaded in chunks (constant memory).
 
     ``ordinals`` also ranks each figure among its paper's figures (S1-MMAlign's
     ``figNNN`` names): one more query per chunk, so only the formats that need it ask.
-    ``panels`` attaches each figure's panel samples (``export.units``), one more query.
+    ``units`` (``export.units``): whole figures, their panels (one more query per chunk), or
+    each figure followed by its panels.
     """
     policy = policy or FilterPolicy.from_env()
     papers = PaperCache(session)
@@ -224,7 +226,7 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
         by_id = papers.load({r.paper_id for r in rows})
         keep = [(r, by_id[r.paper_id]) for r in rows if exportable(r, by_id[r.paper_id], policy)]
         ranks = _ordinals(session, {r.paper_id for r, _ in keep}) if ordinals and keep else {}
-        yield from _build(session, keep, ranks, panels)
+        yield from _build(session, keep, ranks, units)
 
 
 def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
@@ -241,13 +243,14 @@ def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
 
 
 def _build(session: Session, rows: list, ranks: dict[int, int] | None = None,
-           panels: bool = False) -> Iterator[Sample]:
+           units: str = "figures") -> Iterator[Sample]:
     from figalign.export.units import artifact_uris, panel_samples
 
     ids = [r.id for r, _ in rows]
     if not ids:
         return
     ranks = ranks or {}
+    panels = units != "figures"
     uris = artifact_uris(session, [r.subfigures for r, _ in rows]) if panels else {}
     originals, recaptions = _captions(session, ids)
     contexts = _contexts(session, ids)
@@ -261,9 +264,10 @@ def _build(session: Session, rows: list, ranks: dict[int, int] | None = None,
         scores = {(m, model, kind): v for cid, m, model, kind, v in scored[row.id] if cid in mine}
         sample = _sample(row, paper, original.text, recap, contexts[row.id], metrics[row.id],
                          ranks.get(row.id, 0), scores)
+        if units != "panels":
+            yield sample
         if panels:
-            sample.meta["_panels"] = panel_samples(sample, row.subfigures, uris)
-        yield sample
+            yield from panel_samples(sample, row.subfigures, uris)
 
 
 def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any]]:

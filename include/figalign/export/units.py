@@ -14,7 +14,6 @@ drops it with reason ``panel-without-image`` / ``panel-without-subcaption`` (``s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,7 +39,7 @@ def panel_samples(sample: Sample, subfigures: list[dict], uris: dict[int, tuple[
     for i, sub in enumerate(subfigures or []):
         image = sub.get("image") or {}
         stored = uris.get(image.get("artifact_id"))
-        letter = (sub.get("label") or f"({chr(97 + i % 26)})").strip("() ") or chr(97 + i % 26)
+        letter = (sub.get("label") or "").strip("() ") or chr(97 + i % 26)
         key = f"{sample.key}_p{i + 1:02d}"
         meta = dict(sample.meta, key=key, unit="panel", parent_key=sample.key, panel_label=sub.get("label"),
                     caption=(sub.get("caption") or "").strip(), recaption=None, recaption_model=None,
@@ -49,8 +48,7 @@ def panel_samples(sample: Sample, subfigures: list[dict], uris: dict[int, tuple[
                     width=image.get("width"), height=image.get("height"), image_origin="panel-file",
                     label=f"{sample.meta.get('label') or ''}{'(' + letter + ')'}".strip())
         uri, media_type = (stored[0], stored[1]) if stored else ("", None)
-        notes = sample.notes + ((f"drop:{NO_PANEL_IMAGE}",) if not stored else ())
-        out.append(dataclasses.replace(sample, key=key, image_uri=uri, meta=meta, scores={}, notes=notes,
+        out.append(dataclasses.replace(sample, key=key, image_uri=uri, meta=meta, scores={},
                                        image_ext=MEDIA_EXT.get(media_type or "", "png")))
     return out
 
@@ -64,25 +62,11 @@ def artifact_uris(session: Session, subfigure_lists: list[list[dict]]) -> dict[i
     return {r.id: (r.storage_uri, r.media_type, int(r.size)) for r in rows}
 
 
-def expand(samples: Iterator[Sample], units: str) -> Iterator[Sample]:
-    """Samples as ``units`` asks: the figure, then (``panels``/``both``) its panels.
-
-    ``iter_samples(..., panels=True)`` puts each figure's panel samples in
-    ``meta["_panels"]``; they leave the record here, whatever the units.
-    """
-    for sample in samples:
-        panels = sample.meta.pop("_panels", [])
-        if units in ("figures", "both"):
-            yield sample
-        if units in ("panels", "both"):
-            yield from panels
-
-
 def require_panel_pair(sample: Sample):
     """A selection rule: a panel sample needs its own image and sub-caption."""
     if sample.meta.get("unit") != "panel":
         return None, sample, None
-    if f"drop:{NO_PANEL_IMAGE}" in sample.notes:
+    if not sample.image_uri:  # the panel's image is not in the store
         return NO_PANEL_IMAGE, sample, None
     if not sample.meta["caption"]:
         return NO_SUBCAPTION, sample, None
