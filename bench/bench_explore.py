@@ -172,14 +172,12 @@ def run(n: int, k: int, md: bool) -> None:
     from fastapi.testclient import TestClient
 
     from figalign.config import Settings
+    from figalign.devtools.pgdb import create_database, drop_database
     from figalign.explore.app import create_app
     from figalign.store.migrate import upgrade
 
     name = f"figalign_bench_explore_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    url = create_database(ADMIN_URL, name)
     try:
         upgrade(url)
         secs = load(url, n)
@@ -188,9 +186,7 @@ def run(n: int, k: int, md: bool) -> None:
         rows = measure(create_app, Settings, TestClient, url, n, k)
         print_table(rows, n, k, md)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(ADMIN_URL, name)
 
 
 def measure(create_app, Settings, TestClient, url: str, n: int, k: int) -> list[tuple[str, list[float]]]:

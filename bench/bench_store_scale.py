@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from figalign.devtools.pgdb import create_database, database_url, drop_database  # noqa: E402
+
 ADMIN_URL = os.environ.get("FIGALIGN_BENCH_PG_URL",
                            os.environ.get("FIGALIGN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
 BIG_TABLES = ("papers", "artifacts", "figures", "stage_runs")
@@ -180,19 +182,6 @@ def db_size(url: str) -> int:
     return size
 
 
-def create_db(name: str) -> str:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_db(name: str) -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def p95(values: list[float]) -> float:
@@ -453,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep or args.generate_only or bool(args.reuse)
     try:
         if args.reuse:
-            url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+            url = database_url(ADMIN_URL, name)
             gen = None
         else:
             from figalign.store.migrate import upgrade
 
-            url = create_db(name)
+            url = create_database(ADMIN_URL, name)
             print(f"database {name}: generating {args.figures:,} figures + {new:,} new", flush=True)
             upgrade(url)
             t0 = time.perf_counter()
@@ -474,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if keep:
             print(f"kept database {name}", flush=True)
         else:
-            drop_db(name)
+            drop_database(ADMIN_URL, name)
     return 0
 
 

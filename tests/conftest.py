@@ -8,6 +8,7 @@ When no server answers, Postgres cases skip — unless FIGALIGN_TEST_REQUIRE_PG=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -53,9 +54,17 @@ def pg_problem() -> str | None:
     return _PG_PROBLEM[0]
 
 
-def _swap_db(url: str, name: str) -> str:
-    base, _, _db = url.rpartition("/")
-    return f"{base}/{name}"
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "figalign_t"):
+    """A fresh, empty Postgres database (its URL); dropped afterwards, connections and all."""
+    from figalign.devtools.pgdb import create_database, drop_database
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = create_database(PG_ADMIN_URL, name)
+    try:
+        yield url
+    finally:
+        drop_database(PG_ADMIN_URL, name)
 
 
 @pytest.fixture
@@ -66,19 +75,13 @@ def pg_url():
         if os.environ.get("FIGALIGN_TEST_REQUIRE_PG") == "1":
             pytest.fail(f"Postgres required but unreachable at {PG_ADMIN_URL}: {problem}")
         pytest.skip(f"no Postgres at {PG_ADMIN_URL}: {problem}")
-    name = f"figalign_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _swap_db(PG_ADMIN_URL, name)
-    finally:
-        from figalign.store.db import _engine_for
+    with throwaway_database() as url:
+        try:
+            yield url
+        finally:  # cached engines go before their database does
+            from figalign.store.db import _engine_for
 
-        _engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            _engine_for.cache_clear()
 
 
 @pytest.fixture
@@ -94,27 +97,32 @@ def db_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture
-def engine(db_url):
-    """A migrated store on each backend."""
+def _migrated_engine(url: str):
+    """Migrate the store at ``url`` and yield an engine on it (disposed afterwards)."""
     from figalign.store.db import make_engine
     from figalign.store.migrate import upgrade
 
-    upgrade(db_url)
-    eng = make_engine(db_url)
+    upgrade(url)
+    eng = make_engine(url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def engine(db_url):
+    """A migrated store on each backend."""
+    yield from _migrated_engine(db_url)
 
 
 @pytest.fixture
 def sqlite_engine(sqlite_url):
-    from figalign.store.db import make_engine
-    from figalign.store.migrate import upgrade
+    yield from _migrated_engine(sqlite_url)
 
-    upgrade(sqlite_url)
-    eng = make_engine(sqlite_url)
-    yield eng
-    eng.dispose()
+
+@pytest.fixture
+def pg_engine(pg_url):
+    """A migrated store on Postgres only (planner checks, Postgres-only behaviour)."""
+    yield from _migrated_engine(pg_url)
 
 
 @pytest.fixture(scope="session")

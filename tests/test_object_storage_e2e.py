@@ -15,11 +15,10 @@ import io
 import json
 import tarfile
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from figalign import location
 from figalign.config import load_settings
@@ -30,7 +29,7 @@ from figalign.storage import ArtifactStore
 from figalign.store.db import get_engine, session_scope
 from figalign.store.migrate import upgrade
 from figalign.store.models import Artifact, Export, FigureRow
-from tests.conftest import FIXTURES, PG_ADMIN_URL, _swap_db
+from tests.conftest import FIXTURES, throwaway_database
 from tests.test_object_storage import keys, no_local_s3_folder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -40,16 +39,8 @@ PAPERS = FIXTURES / "papers"
 @pytest.fixture
 def second_pg_url(pg_url):
     """Another fresh database beside ``pg_url`` (for the local-data-dir reference run)."""
-    name = f"figalign_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _swap_db(PG_ADMIN_URL, name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database() as url:
+        yield url
 
 
 def run_pipeline(settings, folder: str) -> list[dict]:

@@ -49,27 +49,33 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 15.0) -> lis
     except psutil.NoSuchProcess:
         return []
     procs = [root, *root.children(recursive=True)]
-    for p in procs:
-        try:
-            p.suspend()
-        except psutil.NoSuchProcess:
-            pass
+    _each(procs, psutil.Process.suspend)
     procs = list({p.pid: p for p in [*procs, *_descendants(root)]}.values())
+
+    def deliver(p: psutil.Process) -> None:
+        p.send_signal(sig)
+        if sig != signal.SIGKILL:
+            p.resume()  # a stopped process acts on a catchable signal only once resumed
+
+    _each(procs, deliver)
+    _reap(procs, timeout)
+    return [p.pid for p in procs]
+
+
+def _each(procs: list[psutil.Process], action) -> None:
+    """``action`` on every process that still exists (any may exit at any moment)."""
     for p in procs:
         try:
-            p.send_signal(sig)
-            if sig != signal.SIGKILL:
-                p.resume()
+            action(p)
         except psutil.NoSuchProcess:
             pass
+
+
+def _reap(procs: list[psutil.Process], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``procs`` to exit, then SIGKILL and reap what is left."""
     _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _each(alive, psutil.Process.kill)
     psutil.wait_procs(alive, timeout=5)
-    return [p.pid for p in procs]
 
 
 def _descendants(root: psutil.Process) -> list[psutil.Process]:
@@ -234,18 +240,8 @@ class CeleryCluster:
                 procs += [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 continue
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        _each(procs, psutil.Process.terminate)
+        _reap(procs, grace_s)
         for c in self.components.values():
             c.proc.wait(timeout=5)
 

@@ -15,21 +15,19 @@ and GROBID must have seen the killed paper exactly twice and every other paper o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from figalign.store.db import make_engine, session_scope
 from figalign.store.migrate import upgrade
 from figalign.store.models import Artifact, CitationContextRow, FigureRow, Paper, PaperFile, StageRun, utcnow
-from tests.conftest import FIXTURES, PG_ADMIN_URL
+from tests.conftest import FIXTURES, throwaway_database
 from tests.orchestration.airflow_runner import airflow_env, migrate_home, parse_result, run_dags, start_dags, states
 from tests.servers.grobid_server import GrobidStandIn
 
@@ -66,19 +64,9 @@ def outcome(engine) -> dict:
     return {"counts": counts, "statuses": {k: sorted(v) for k, v in statuses.items()}, "figures": figures}
 
 
-@contextlib.contextmanager
 def second_database():
     """A second fresh Postgres database (the clean reference run), dropped afterwards."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"figalign_ref_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return throwaway_database("figalign_ref")
 
 
 def clean_run(url: str, data_dir: Path, grobid_url: str) -> dict:

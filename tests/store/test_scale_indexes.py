@@ -11,24 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql
 
 from figalign.store.db import session_scope
 from figalign.store.models import StageRun, utcnow
 from figalign.store.queue import _claimable, claim_batch, enqueue, finish
-
-
-@pytest.fixture
-def pg_engine(pg_url):
-    from figalign.store.db import make_engine
-    from figalign.store.migrate import upgrade
-
-    upgrade(pg_url)
-    eng = make_engine(pg_url)
-    yield eng
-    eng.dispose()
 
 
 def _plan(engine, stmt) -> str:
