@@ -209,18 +209,22 @@ def _plan_task(stage: str, lane: str | None = None, *, sorts_lanes: bool = False
     """``plan_<task id>``: the batch sizes of a stage's (lane's) mapped task.
 
     ``sorts_lanes``: this plan (the default lane's) first sorts the stage's items into
-    lanes (pipeline.plan_lanes); the other lanes' plans run after it and only count.
+    lanes (``pipeline.sort_lanes``); the other lanes' plans run after it and only count
+    (``pipeline.plan_lane``).
     """
     # none_failed: an upstream stage with nothing to do is "skipped" (empty mapping); the
     # next stage must still look for its own pending work (e.g. local papers skip fetch).
     @task(task_id=f"plan_{lane_task_id(stage, lane)}", trigger_rule="none_failed")
     def plan() -> list[int]:
-        from figalign.pipeline import plan_batches, plan_lanes
+        from figalign.pipeline import plan_batches, plan_lane, sort_lanes
 
         params = get_current_context()["params"]
+        settings = task_settings()
+        if lane is None and not sorts_lanes:  # a stage without lanes: discover and count in one
+            return plan_batches(stage, params["batch_size"], params["max_batches"], settings=settings)
         if sorts_lanes:
-            return plan_lanes(stage, params["batch_size"], params["max_batches"], settings=task_settings())["default"]
-        return plan_batches(stage, params["batch_size"], params["max_batches"], settings=task_settings(), lane=lane)
+            sort_lanes(stage, settings)
+        return plan_lane(stage, lane or "default", params["batch_size"], params["max_batches"], settings)
 
     return plan
 

@@ -138,21 +138,33 @@ def plan_lanes(name: str, size: int, max_batches: int, settings: Settings | None
                slots: int | None = None) -> dict[str, list[int]]:
     """``plan_batches`` for each lane of a plain stage: lane → batch sizes.
 
-    The stage first sorts its claimable items into lanes (``Stage.lane_of``; parse:
-    ``grobid`` for a paper that will call GROBID), then each lane's pending count is
-    fitted on its own, so a lane of two items still spreads over two tasks whatever the
-    other lanes hold. Every lane of the stage has a key (an empty list: nothing to do).
+    The stage first sorts its claimable items into lanes (``sort_lanes``), then each lane's
+    pending count is fitted on its own (``plan_lane``), so a lane of two items still spreads
+    over two tasks whatever the other lanes hold. Every lane of the stage has a key (an empty
+    list: nothing to do).
     """
+    lanes = sort_lanes(name, settings)
+    return {lane: plan_lane(name, lane, size, max_batches, settings, slots) for lane in lanes}
+
+
+def sort_lanes(name: str, settings: Settings | None = None) -> tuple[str, ...]:
+    """Queue what the stage discovers, then sort its claimable items into lanes
+    (``Stage.lane_of``; parse: ``grobid`` for a paper that will call GROBID); the lanes."""
     from figalign.store.queue import assign_lanes
 
     settings = settings or load_settings()
     enqueue_stage(name, settings)
     stage = make_stage(name, settings)
-    engine = get_engine(settings)
     if len(stage.lanes) > 1:
-        with session_scope(engine) as session:
+        with session_scope(get_engine(settings)) as session:
             assign_lanes(session, name, lambda ids: stage.lane_of(session, ids), default=stage.lanes[0])
-    return {lane: fit_batches(pending(name, settings, lane), size, max_batches, slots) for lane in stage.lanes}
+    return tuple(stage.lanes)
+
+
+def plan_lane(name: str, lane: str, size: int, max_batches: int, settings: Settings | None = None,
+              slots: int | None = None) -> list[int]:
+    """Batch sizes for one lane's items as ``sort_lanes`` left them: a count, no discovery."""
+    return fit_batches(pending(name, settings, lane), size, max_batches, slots)
 
 
 def worker_slots(env=None) -> int:
