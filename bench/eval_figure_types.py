@@ -68,7 +68,8 @@ def main() -> int:
 
     settings = load_settings()
     try:
-        scorer = ClipScorer.load(settings.clip_model, settings.clip_pretrained, image_fit=settings.clip_image_fit)
+        scorer = ClipScorer.load(settings.clip_model, settings.clip_pretrained, image_fit=settings.clip_image_fit,
+                                 activation=settings.clip_activation)
     except ModelUnavailableError as exc:
         print(f"no CLIP weights, nothing measured: {exc}", file=sys.stderr)
         return 2

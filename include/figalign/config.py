@@ -94,6 +94,9 @@ class Settings:
     clip_model: str = "ViT-L-14"
     clip_pretrained: str = "openai"
     clip_image_fit: str = "centre-crop"  # or pad-square: wide figures keep their sides (metrics.clipscore)
+    # what the weights were trained with: auto (the tag says; a checkpoint file must say), quick-gelu
+    # (OpenAI's weights) or gelu (LAION, DataComp); see metrics.clipscore._file_quick_gelu
+    clip_activation: str = "auto"
     contact_email: str = ""
     storage: StorageOptions = StorageOptions()
 
@@ -171,6 +174,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
 def _validate(settings: Settings) -> None:
     if settings.clip_image_fit not in ("centre-crop", "pad-square"):
         raise ConfigError(f"FIGALIGN_CLIP_IMAGE_FIT must be centre-crop or pad-square, got {settings.clip_image_fit!r}")
+    if settings.clip_activation not in ("auto", "quick-gelu", "gelu"):
+        raise ConfigError(f"FIGALIGN_CLIP_ACTIVATION must be auto, quick-gelu or gelu, got {settings.clip_activation!r}")
     url = settings.effective_database_url
     if not url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         raise ConfigError(f"FIGALIGN_DATABASE_URL must be sqlite:// or postgresql://, got {url.split(':', 1)[0]}")

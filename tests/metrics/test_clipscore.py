@@ -191,3 +191,74 @@ def test_image_fit_setting():
     assert load_settings({"FIGALIGN_CLIP_IMAGE_FIT": "pad-square"}).clip_image_fit == "pad-square"
     with pytest.raises(ConfigError):
         load_settings({"FIGALIGN_CLIP_IMAGE_FIT": "stretch"})
+
+
+# -- which activation a checkpoint file's weights need ------------------------------------
+def _config_without_activation(path, name="FigalignTinyNoAct"):
+    """A tiny model config that, like open_clip's ``ViT-L-14``, says nothing of QuickGELU."""
+    import json
+
+    from tests.metrics.tiny_models import TINY_CLIP
+
+    config = path / f"{name}.json"
+    config.write_text(json.dumps({k: v for k, v in TINY_CLIP.items() if k != "quick_gelu"}))
+    return config
+
+
+def _activation_of(scorer) -> str:
+    return type(scorer.model.transformer.resblocks[0].mlp.gelu).__name__
+
+
+@pytest.fixture(scope="module")
+def bare_checkpoint(tmp_path_factory):
+    """(config without quick_gelu, plain state-dict file, TorchScript archive of the same
+    weights built with QuickGELU, as OpenAI publishes CLIP)."""
+    import open_clip
+    import torch
+
+    d = tmp_path_factory.mktemp("act")
+    config = _config_without_activation(d)
+    open_clip.add_model_config(config)
+    torch.manual_seed(3)
+    model = open_clip.create_model(config.stem, force_quick_gelu=True).eval()
+    plain = d / "weights.pt"
+    torch.save(model.state_dict(), plain)
+    archive = d / "ViT-tiny.pt"
+    torch.jit.save(torch.jit.script(model), str(archive))
+    return config, plain, archive
+
+
+def test_checkpoint_file_must_say_its_activation(bare_checkpoint):
+    config, plain, _ = bare_checkpoint
+    with pytest.raises(ModelUnavailableError, match="FIGALIGN_CLIP_ACTIVATION=quick-gelu"):
+        ClipScorer.load(str(config), str(plain), device="cpu")
+
+
+def test_activation_setting_builds_that_activation(bare_checkpoint, images):
+    config, plain, _ = bare_checkpoint
+    quick = ClipScorer.load(str(config), str(plain), device="cpu", activation="quick-gelu")
+    gelu = ClipScorer.load(str(config), str(plain), device="cpu", activation="gelu")
+    assert (_activation_of(quick), _activation_of(gelu)) == ("QuickGELU", "GELU")
+    assert quick.model_version.endswith("+quick-gelu") and gelu.model_version.endswith("+gelu")
+    a, b = quick.score(images, ["a red square"] * 3), gelu.score(images, ["a red square"] * 3)
+    assert max(abs(x.cosine - y.cosine) for x, y in zip(a, b)) > 1e-4, "the activation must change the scores"
+
+
+def test_config_activation_conflicting_with_setting_is_refused(clip_files):
+    config, checkpoint = clip_files  # the tiny config says quick_gelu: false
+    assert _activation_of(ClipScorer.load(str(config), str(checkpoint), device="cpu")) == "GELU"
+    with pytest.raises(ModelUnavailableError, match="quick_gelu=False"):
+        ClipScorer.load(str(config), str(checkpoint), device="cpu", activation="quick-gelu")
+
+
+def test_openai_torchscript_archive_loads_as_published(bare_checkpoint, images):
+    """OpenAI's ``ViT-*.pt`` files are TorchScript, which open_clip's weights-only loading
+    refuses: the loader takes the archive's tensors, with QuickGELU, and scores exactly as
+    the plain state dict of the same weights does."""
+    config, plain, archive = bare_checkpoint
+    from_archive = ClipScorer.load(str(config), str(archive), device="cpu")
+    from_plain = ClipScorer.load(str(config), str(plain), device="cpu", activation="quick-gelu")
+    assert _activation_of(from_archive) == "QuickGELU"
+    texts = ["a red square", "a green bar", LONG]
+    for x, y in zip(from_archive.score(images, texts), from_plain.score(images, texts)):
+        assert x.cosine == pytest.approx(y.cosine, abs=1e-6)

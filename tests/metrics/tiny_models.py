@@ -52,7 +52,7 @@ def make_constant_bert_dir(path: Path, log_probs: list[float]) -> Path:
     return path
 
 
-TINY_CLIP = {"embed_dim": 16,
+TINY_CLIP = {"embed_dim": 16, "quick_gelu": False,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 

@@ -114,8 +114,8 @@ class ClipScorer:
              **kwargs: Any) -> "ClipScorer":
         """Load model, transform and tokenizer (see ``load_open_clip``)."""
         device = resolve_device(device)
-        model, preprocess, tokenizer, model_id, version = load_open_clip(model_name, pretrained, device=device,
-                                                                        dtype=dtype)
+        model, preprocess, tokenizer, model_id, version = load_open_clip(
+            model_name, pretrained, device=device, dtype=dtype, activation=kwargs.pop("activation", "auto"))
         fit = kwargs.get("image_fit", "centre-crop")
         return cls(model, preprocess, tokenizer, model_id=clip_model_id(model_name, pretrained, fit),
                    model_version=version, device=device, dtype=dtype, **kwargs)
@@ -248,14 +248,22 @@ def clip_model_id(model: str, pretrained: str, image_fit: str = "centre-crop") -
     return f"{name}:{weights}" + ("" if image_fit == "centre-crop" else f"+{image_fit}")
 
 
-def load_open_clip(model_name: str, pretrained: str, *, device: str = "cpu", dtype: str = "float32"):
+ACTIVATIONS = ("auto", "quick-gelu", "gelu")
+
+
+def load_open_clip(model_name: str, pretrained: str, *, device: str = "cpu", dtype: str = "float32",
+                   activation: str = "auto"):
     """(model, preprocess, tokenizer, model_id, version) for a model name and weights.
 
     Refuses a model without weights (random weights give meaningless numbers). Under
     HF_HUB_OFFLINE a tag whose weights are not cached fails at once, naming the repository.
+    A checkpoint file must say which activation it was trained with (``_file_quick_gelu``);
+    OpenAI's own TorchScript archives (``ViT-L-14.pt``) load as they are published.
     """
     import open_clip
 
+    if activation not in ACTIVATIONS:
+        raise ModelUnavailableError(f"CLIP activation must be one of {ACTIVATIONS}, got {activation!r}")
     name = _register_config(model_name)
     schema_local = name.startswith("local-dir:")
     if not pretrained and not schema_local:
@@ -263,22 +271,77 @@ def load_open_clip(model_name: str, pretrained: str, *, device: str = "cpu", dty
             f"no CLIP weights configured for {model_name!r}: set FIGALIGN_CLIP_PRETRAINED to an open_clip tag "
             f"or a checkpoint file (random weights would give meaningless scores)")
     checkpoint = _checkpoint_file(pretrained) if pretrained and not schema_local else None
-    quick_gelu = False
-    if pretrained and not schema_local and checkpoint is None:
+    jit_weights = _torchscript_weights(checkpoint) if checkpoint else None
+    quick_gelu = activation == "quick-gelu"
+    if checkpoint is not None:
+        quick_gelu = _file_quick_gelu(open_clip, name, checkpoint, activation, jit_weights is not None)
+    elif pretrained and not schema_local:
         _check_tag(open_clip, name, pretrained)
         # open_clip only warns when a tag was trained with QuickGELU (all OpenAI weights)
         # and the architecture config says GELU; the model would silently be wrong.
-        quick_gelu = bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu"))
+        quick_gelu = quick_gelu or bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu"))
+    weights = None if schema_local or jit_weights is not None else pretrained
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None if schema_local else pretrained, device=device, force_quick_gelu=quick_gelu)
+            name, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
+        if jit_weights is not None:  # its tensors the model has (not derived buffers such as attn_mask)
+            model.load_state_dict({k: v for k, v in jit_weights.items() if k in model.state_dict()})
         tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise ModelUnavailableError(f"cannot load CLIP model {model_name!r} with weights {pretrained!r}: {exc}") from exc
     model.to(device=device, dtype=resolve_dtype(dtype)).eval()
     model_id = clip_model_id(model_name, pretrained)
     version = file_fingerprint([checkpoint]) if checkpoint else _tag_version(open_clip, name, pretrained)
+    if checkpoint is not None and version:
+        version = f"{version}+{'quick-gelu' if quick_gelu else 'gelu'}"
     return model, preprocess, tokenizer, model_id, version
+
+
+def _file_quick_gelu(open_clip, name: str, checkpoint: Path, activation: str, torchscript: bool) -> bool:
+    """Whether a checkpoint file's model needs QuickGELU, which its weights cannot tell.
+
+    OpenAI's CLIP weights were trained with QuickGELU, LAION's and DataComp's with GELU, and
+    open_clip builds whatever the architecture config says without a warning: the default
+    ``ViT-L-14`` config with OpenAI weights from a file gives plausible but wrong scores. So
+    the answer must come from somewhere explicit: the config (``quick_gelu``, as the
+    ``-quickgelu`` names have), FIGALIGN_CLIP_ACTIVATION, or OpenAI's TorchScript format.
+    """
+    cfg = open_clip.get_model_config(name) or {}
+    if "quick_gelu" in cfg:
+        if activation != "auto" and bool(cfg["quick_gelu"]) != (activation == "quick-gelu"):
+            raise ModelUnavailableError(f"CLIP config {name!r} sets quick_gelu={cfg['quick_gelu']} but "
+                                        f"FIGALIGN_CLIP_ACTIVATION is {activation!r}")
+        return bool(cfg["quick_gelu"])
+    if activation != "auto":
+        return activation == "quick-gelu"
+    if torchscript:
+        return True  # only OpenAI publishes CLIP as TorchScript archives
+    raise ModelUnavailableError(
+        f"CLIP checkpoint {checkpoint.name!r} with model {name!r}: say which activation the weights were trained "
+        "with, FIGALIGN_CLIP_ACTIVATION=quick-gelu (OpenAI weights) or gelu (LAION, DataComp), or use a model name "
+        "ending in -quickgelu; a wrong guess gives plausible but wrong scores")
+
+
+def _torchscript_weights(checkpoint: Path) -> dict | None:
+    """The state dict of a TorchScript archive (how OpenAI publishes CLIP), else None.
+
+    open_clip reads checkpoint files with ``torch.load(weights_only=True)``, which refuses
+    TorchScript; only the archive's tensors are taken, none of its code is run.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(checkpoint):
+        return None
+    with zipfile.ZipFile(checkpoint) as archive:
+        if not any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in archive.namelist()):
+            return None
+    import torch
+
+    try:
+        archive = torch.jit.load(str(checkpoint), map_location="cpu")
+    except RuntimeError as exc:
+        raise ModelUnavailableError(f"cannot read TorchScript CLIP checkpoint {checkpoint.name!r}: {exc}") from exc
+    return dict(archive.state_dict())
 
 
 def _register_config(model_name: str) -> str:

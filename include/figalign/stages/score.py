@@ -99,7 +99,7 @@ _SCORERS: dict[tuple, Any] = {}
 def get_scorer(family: str, settings: Settings, options: ScoreOptions):
     """A loaded scorer, cached per process (loading SciBERT/ViT-L takes seconds)."""
     key = (family, settings.pppl_model if family == "pppl" else (settings.clip_model, settings.clip_pretrained,
-                                                                  settings.clip_image_fit),
+                                                                  settings.clip_image_fit, settings.clip_activation),
            options.device, options.dtype)
     if key not in _SCORERS:
         if family == "pppl":
@@ -112,7 +112,8 @@ def get_scorer(family: str, settings: Settings, options: ScoreOptions):
 
             _SCORERS[key] = ClipScorer.load(settings.clip_model, settings.clip_pretrained, device=options.device,
                                             dtype=options.dtype, batch_size=options.clip_batch,
-                                            image_fit=settings.clip_image_fit)
+                                            image_fit=settings.clip_image_fit,
+                                            activation=settings.clip_activation)
     return _SCORERS[key]
 
 
