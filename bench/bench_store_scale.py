@@ -269,6 +269,12 @@ GRIDS = {
     "grid, source + licence filter": {"source": "arxiv", "licence": "cc-by"},
     "grid, kind=table, oldest first": {"kind": "table", "sort": "id"},
     "grid, stage=filter failed + reason": {"stage": "filter", "status": "failed", "reason": "corrupt archive"},
+    "grid, stage=filter failed + reason, oldest first": {"stage": "filter", "status": "failed",
+                                                         "reason": "corrupt archive", "sort": "id"},
+    "grid, stage=parse failed + reason (paper-level)": {"stage": "parse", "status": "failed",
+                                                        "reason": "corrupt archive"},
+    "grid, stage=recaption pending": {"stage": "recaption", "status": "pending"},
+    "grid, stage=recaption done": {"stage": "recaption", "status": "done"},
     "grid, filter_reason=no-image": {"filter_reason": "no-image"},
 }
 

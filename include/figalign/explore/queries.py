@@ -39,7 +39,6 @@ from sqlalchemy.orm import Session, aliased
 
 from figalign.errors import BadInputError
 from figalign.metrics.gains import gain_name
-from figalign.store.queue import reason_of
 from figalign.store.models import (
     Artifact,
     Caption,
@@ -49,6 +48,7 @@ from figalign.store.models import (
     Paper,
     PaperFile,
     StageRun,
+    entity_number,
 )
 
 DEFAULT_LIMIT = 48
@@ -173,10 +173,78 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
     return exists(select(1).where(*conds, StageRun.entity_id == cast(key, String)).offset(0))
 
 
+def _unsettled_runs(query: GridQuery):
+    """The matching stage runs that are not done, as a subquery of entity numbers read from
+    ix_stage_runs_unsettled_entity; None when the filter is not of that kind.
+
+    Failures and skips are rare and sit anywhere in id order, so probing every figure from
+    the newest (``_stage_exists``) can take millions of probes before one matches (13 s at
+    10 M figures, docs/benchmarks.md). That index holds them in entity order: joined to
+    figures by primary key (a join, not ``IN``, which Postgres plans as an unordered hash of
+    every match), a figure-level stage's page is a walk down it that stops after one page.
+    """
+    runs = _unsettled_select(query)
+    return None if runs is None else runs.subquery("unsettled")
+
+
+def _unsettled_select(query: GridQuery):
+    if not (query.stage and query.status and query.status != "done"):
+        return None
+    entity = STAGE_ENTITY.get(query.stage, "figure")
+    number = entity_number(StageRun.entity_id)
+    runs = select(number.label("num")).where(
+        StageRun.stage == query.stage, StageRun.entity_type == entity, StageRun.status == query.status)
+    if query.reason:
+        runs = runs.where(reason_key() == query.reason)
+    return runs
+
+
+def _walk_unsettled(session: Session, stmt, query: GridQuery, descending: bool) -> list[dict]:
+    """One page of a figure-level stage filter on a status not ``done``, read in figure-id
+    order from ix_stage_runs_unsettled_entity a chunk of ids at a time.
+
+    Left to itself, Postgres joins a large match (480 k pending recaptions at 10 M figures)
+    by merging it with a walk of every figure from the newest, or hashes it and sorts: 2 s.
+    Reading the ids in index order and fetching each chunk's figures by primary key (with
+    the grid's other filters) is bounded by the page, whatever the statistics say
+    (``bench/bench_store_scale.py``: the stage + status rows of the grid table).
+    """
+    number = entity_number(StageRun.entity_id)
+    runs = _unsettled_select(query).where(number.is_not(None))
+    want, chunk = query.limit + 1, 4 * (query.limit + 1)
+    bound = decode_cursor(query.cursor)[1] if query.cursor else None
+    rows: list[dict] = []
+    while len(rows) < want:
+        part = runs if bound is None else runs.where(number < bound if descending else number > bound)
+        ids = session.execute(part.order_by(number.desc() if descending else number.asc()).limit(chunk)).scalars().all()
+        if not ids:
+            break
+        rows += [dict(r._mapping) for r in session.execute(stmt.where(FigureRow.id.in_(ids)).limit(want - len(rows)))]
+        if len(ids) < chunk:
+            break
+        bound, chunk = ids[-1], min(chunk * 2, 10_000)
+    return rows
+
+
+def _join_unsettled(stmt, query: GridQuery, fig, conds: list):
+    """Join the grid to ``_unsettled_runs``; one row per figure, as the natural key
+    (stage, entity_type, entity_id) is unique. Caption-level runs (several per figure) go
+    through ``IN`` instead."""
+    runs = _unsettled_runs(query)
+    if runs is None:
+        return stmt
+    entity = STAGE_ENTITY.get(query.stage, "figure")
+    if entity == "caption":
+        conds.append(fig.id.in_(select(Caption.figure_id).where(Caption.id.in_(select(runs.c.num)))))
+        return stmt
+    return stmt.join(runs, (fig.paper_id if entity == "paper" else fig.id) == runs.c.num)
+
+
 def reason_key():
     """How failures are grouped and filtered: the recorded reason (it names what went wrong,
-    e.g. ``over-budget: wall 120 s``), else the error class."""
-    return func.coalesce(reason_of(), "(none)")
+    e.g. ``over-budget: wall 120 s``), else the error class. Both columns are included in
+    ix_stage_runs_unsettled_entity, so a walk down it checks this without the table."""
+    return func.coalesce(StageRun.reason, StageRun.error_class, literal_column("'(none)'"))
 
 
 def _filters(query: GridQuery, fig, paper) -> list:
@@ -190,7 +258,7 @@ def _filters(query: GridQuery, fig, paper) -> list:
                           (fig.filter_reason, query.filter_reason)):
         if value:
             conds.append(column == value)
-    if query.stage:
+    if query.stage and _unsettled_runs(query) is None:  # else joined (``_join_unsettled``)
         conds.append(_stage_exists(query, fig, reason_key()))
     if query.q:
         conds.append(exists(select(1).where(Caption.figure_id == fig.id,
@@ -244,13 +312,20 @@ def grid(session: Session, query: GridQuery) -> Page:
         stmt = (select(*cols, Metric.value.label("sort_value")).select_from(Metric)
                 .join(fig, fig.id == Metric.figure_id)
                 .where(Metric.metric == sort.metric, Metric.caption_kind == sort.kind))
+    conds = _filters(query, fig, paper)
+    walk = sort.by == "id" and STAGE_ENTITY.get(query.stage or "") == "figure" and _unsettled_select(query) is not None
+    if not walk:
+        stmt = _join_unsettled(stmt, query, fig, conds)
     stmt = (stmt.join(paper, paper.id == fig.paper_id).outerjoin(art, art.id == fig.image_artifact_id)
-            .where(*_filters(query, fig, paper)))
+            .where(*conds))
     after = _keyset(value_col, fig.id, sort.descending, query.cursor)
     if after is not None:
         stmt = stmt.where(after)
-    stmt = stmt.order_by(*_order(value_col, fig.id, sort.descending)).limit(query.limit + 1)
-    rows = [dict(r._mapping) for r in session.execute(stmt)]
+    stmt = stmt.order_by(*_order(value_col, fig.id, sort.descending))
+    if walk:
+        rows = _walk_unsettled(session, stmt, query, sort.descending)
+    else:
+        rows = [dict(r._mapping) for r in session.execute(stmt.limit(query.limit + 1))]
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     _attach_captions(session, rows)

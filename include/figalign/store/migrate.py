@@ -50,16 +50,47 @@ def head_revision() -> str | None:
 
 
 def pending_diff(url: str) -> list:
-    """Differences between the models and the migrated database (empty when they agree)."""
+    """Differences between the models and the migrated database (empty when they agree).
+
+    Expression indexes are left out: the database gives their expressions back rewritten
+    (``(entity_id)::text``, added casts), so autogenerate would always see a change.
+    ``expression_index_definitions`` reads them for a test to compare instead.
+    """
     from alembic.autogenerate import compare_metadata
 
     from figalign.store.db import make_engine
     from figalign.store.models import Base
 
+    def include(obj, name, type_, reflected, compare_to):
+        return not (type_ == "index" and name in EXPRESSION_INDEXES)
+
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include})
             return compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+EXPRESSION_INDEXES = ("ix_stage_runs_unsettled_entity",)
+
+
+def expression_index_definitions(url: str) -> dict[str, str]:
+    """The database's own definition (its DDL) of each of ``EXPRESSION_INDEXES``."""
+    from sqlalchemy import text
+
+    from figalign.store.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                sql = "SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(:names)"
+                rows = conn.execute(text(sql), {"names": list(EXPRESSION_INDEXES)})
+            else:
+                names = ", ".join(f"'{n}'" for n in EXPRESSION_INDEXES)
+                rows = conn.execute(text(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({names})"))
+            return {name: definition for name, definition in rows}
     finally:
         engine.dispose()

@@ -26,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import text as sql_text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -38,6 +40,34 @@ NAMING = {
 
 STAGE_STATUSES = ("pending", "running", "done", "failed", "skipped")
 OPEN_SQL = "status IN ('pending', 'running')"  # stage runs a claim may still take
+# Stage runs the explorer filters by (0011): not done, against an entity with a numeric id.
+NUMBERED_ENTITIES = ("paper", "figure", "caption")
+UNSETTLED_SQL = "status <> 'done' AND entity_type IN ('paper', 'figure', 'caption')"
+
+
+class entity_number(FunctionElement):
+    """A stage run's ``entity_id`` as the entity's integer id, NULL when it is not digits.
+
+    Indexed (0011), so the explorer can walk a stage's failures in figure-id order. On
+    Postgres a bare cast would fail, at insert time, for any row whose id is not a number
+    (``file``, ``tar`` entities; test rows), so it is guarded; SQLite's CAST never fails.
+    The same expression must appear in queries for the index to serve them.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "entity_number"
+
+
+@compiles(entity_number)
+def _entity_number(element, compiler, **kw):
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
+
+
+@compiles(entity_number, "postgresql")
+def _entity_number_pg(element, compiler, **kw):
+    arg = compiler.process(element.clauses, **kw)
+    return f"(CASE WHEN {arg} ~ '^[0-9]{{1,18}}$' THEN CAST({arg} AS BIGINT) END)"
 
 
 def utcnow() -> dt.datetime:
@@ -260,6 +290,11 @@ class StageRun(Base):
         Index("ix_stage_runs_stage_id_last_attempt", "stage", "id",
               postgresql_where=sql_text(f"{OPEN_SQL} AND attempts >= max_attempts"),
               sqlite_where=sql_text(f"{OPEN_SQL} AND attempts >= max_attempts")),
+        # the explorer's "stage X failed (with reason R)" walks this in entity order (0011);
+        # on Postgres index-only, the reason checked from the included columns
+        Index("ix_stage_runs_unsettled_entity", "stage", "entity_type", "status", entity_number(sql_text("entity_id")),
+              postgresql_include=["entity_id", "reason", "error_class"],
+              postgresql_where=sql_text(UNSETTLED_SQL), sqlite_where=sql_text(UNSETTLED_SQL)),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
