@@ -225,6 +225,33 @@ def test_fetch_holds_no_transaction_while_downloading(engine, db_url, tmp_path):
     assert len(seen) == 7 and set(seen) == {"none"}, seen  # 2 JATS, 2 PDFs, 3 figure images
 
 
+def test_filter_reads_no_image_inside_a_write_transaction(db_url, tmp_path):
+    """On object storage an image read is a GET: the fenced transaction (row locks) must not
+    wait on it. Before filter had load/compute/save, every read here was inside one."""
+    fs = FigureStore(tmp_path, db_url)
+    try:
+        image = synthetic_figure(31)
+        kept = fs.figure(fs.paper("PMC1"), image, caption=CAPTION)
+        dup = fs.figure(fs.paper("PMC2"), image, caption=CAPTION)
+        with session_scope(fs.engine) as s:
+            enqueue(s, "filter", "figure", [str(kept), str(dup)])
+        stage = _filter(fs)
+        seen: list[str] = []
+        real = stage.store.read_bytes
+
+        def probed(uri):
+            seen.append(open_write_transactions(db_url))
+            return real(uri)
+
+        stage.store.read_bytes = probed
+        assert drain(stage, fs.engine).statuses == {"done": 2}
+        assert seen == ["none", "none"]
+        with session_scope(fs.engine) as s:
+            assert s.get(FigureRow, dup).duplicate_of_id == kept and s.get(FigureRow, kept).filter_reason is None
+    finally:
+        fs.engine.dispose()
+
+
 # -- isolation ---------------------------------------------------------------------------------
 
 def test_one_bad_pmc_article_is_recorded_and_its_window_goes_on(engine, tmp_path):

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import String, and_, cast, exists, select, update
 from sqlalchemy.orm import Session
 
 from figalign.config import Settings, load_settings
 from figalign.dedup import image_hashes, phash_columns
+from figalign.errors import TransientError
 from figalign.filters import (
     DUPLICATE_REASON_PREFIX,
     FilterPolicy,
+    ImageFacts,
     content_reason,
     policy_reason,
     summary,
@@ -38,6 +41,29 @@ from figalign.store.upsert import upsert
 
 log = logging.getLogger(__name__)
 WRITTEN = ("filter_reason", "duplicate_of_id", "phash", "pixel_sha256", *phash_columns(None))
+
+
+@dataclass(frozen=True)
+class FilterInput:
+    """A figure as ``load`` read it: where its image is and what the content rules need."""
+
+    image_artifact_id: int | None
+    image_uri: str | None
+    kind: str
+    caption: str | None
+    phash: str | None
+    sha: str | None
+
+
+@dataclass(frozen=True)
+class FilterFacts:
+    """What ``compute`` found: the content rules' reason and facts, and the image's hashes."""
+
+    image_artifact_id: int | None
+    reason: str | None
+    facts: ImageFacts | None
+    phash: str | None
+    sha: str | None
 
 
 def kept_condition():
@@ -84,38 +110,53 @@ class FilterStage(Stage):
                 return other  # else: filtered by another worker since the lookup read it
         return None
 
-    # -- one item --------------------------------------------------------------------
-    def process(self, session: Session, item: Claimed) -> Outcome:
+    # -- one item: load (read) → compute (image bytes, outside any transaction) → save ----
+    def load(self, session: Session, item: Claimed) -> FilterInput | None:
+        """What the content rules need, read in a short read transaction."""
         fig = session.get(FigureRow, int(item.entity_id))
         if fig is None:
-            return Outcome.skipped("figure no longer in the store (re-parsed away)")
-        paper = session.get(Paper, fig.paper_id)
+            return None
         caption = session.execute(
             select(Caption.text).where(Caption.figure_id == fig.id, Caption.kind == "original")
             .order_by(Caption.id).limit(1)).scalar()
-        data = self._image_bytes(session, fig)
-        reason, facts = content_reason(data, fig.kind, caption, self.policy)
-        if reason == "no-image" and (fig.filter_reason or "").startswith(NO_IMAGE_PREFIX):
-            reason = fig.filter_reason  # the parser said why ("no-image:tikz-without-pdf"); keep it countable
-        phash, sha = fig.phash, fig.pixel_sha256
+        artifact = session.get(Artifact, fig.image_artifact_id) if fig.image_artifact_id is not None else None
+        return FilterInput(fig.image_artifact_id, artifact.storage_uri if artifact else None, fig.kind, caption,
+                           fig.phash, fig.pixel_sha256)
+
+    def compute(self, item: Claimed, loaded: FilterInput | None) -> FilterFacts | None:
+        """Read the image (an object-store GET on S3) and apply the content rules, outside
+        any transaction: the fenced write transaction holds row locks and must not wait on
+        storage (tests/stages/test_store_promises.py)."""
+        if loaded is None:
+            return None
+        data = self.store.read_bytes(loaded.image_uri) if loaded.image_uri else None
+        reason, facts = content_reason(data, loaded.kind, loaded.caption, self.policy)
+        phash, sha = loaded.phash, loaded.sha
         if facts is not None and (phash is None or sha is None):
             phash, sha = image_hashes(data)
+        return FilterFacts(loaded.image_artifact_id, reason, facts, phash, sha)
+
+    def save(self, session: Session, item: Claimed, computed: FilterFacts | None) -> Outcome:
+        """Dedup against the store and write the decision, in the fenced transaction."""
+        fig = session.get(FigureRow, int(item.entity_id))
+        if fig is None or computed is None:
+            return Outcome.skipped("figure no longer in the store (re-parsed away)")
+        if fig.image_artifact_id != computed.image_artifact_id:
+            raise TransientError(f"figure {fig.id}'s image changed while it was filtered; filter it again")
+        reason, phash, sha = computed.reason, computed.phash, computed.sha
+        if reason == "no-image" and (fig.filter_reason or "").startswith(NO_IMAGE_PREFIX):
+            reason = fig.filter_reason  # the parser said why ("no-image:tikz-without-pdf"); keep it countable
         duplicate_of = None
         if reason is None:
             original = self._original_of(session, fig, phash, sha)
             if original is not None:
                 duplicate_of, reason = original.id, f"{DUPLICATE_REASON_PREFIX}{original.figure_key}"
         if reason is None:
+            paper = session.get(Paper, fig.paper_id)
             reason = policy_reason(paper.licence if paper else None, bool(paper and paper.retracted), self.policy)
         self._write(session, fig, reason, duplicate_of, phash, sha)
         released = self._release_dependants(session, fig.id) if reason else 0
-        return Outcome("done", reason, {"kept": reason is None, "released": released, **summary(facts)})
-
-    def _image_bytes(self, session: Session, fig: FigureRow) -> bytes | None:
-        if fig.image_artifact_id is None:
-            return None
-        artifact = session.get(Artifact, fig.image_artifact_id)
-        return self.store.read_bytes(artifact.storage_uri) if artifact else None
+        return Outcome("done", reason, {"kept": reason is None, "released": released, **summary(computed.facts)})
 
     def _write(self, session: Session, fig: FigureRow, reason: str | None, duplicate_of: int | None,
                phash: str | None, sha: str | None) -> None:
