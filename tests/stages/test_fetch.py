@@ -115,3 +115,25 @@ def test_arxiv_fetch_gets_eprint_and_pdf_from_the_configured_host(engine, server
                          .join(Artifact, Artifact.id == PaperFile.artifact_id)).all()
     assert sorted({(r, m) for r, m, _ in rows}) == [("eprint", "application/gzip"), ("pdf", "application/pdf")]
     assert len(rows) == 18 and all(u.endswith((".tar.gz", ".pdf")) for _, _, u in rows)
+
+
+def test_discover_finds_every_unqueued_paper_however_many_are_queued(engine, tmp_path):
+    """discover used to read 10,000 papers (no order) and drop the queued ones: once those
+    were queued, the papers after them were never found again."""
+    import datetime as _dt
+
+    from sqlalchemy import insert
+
+    now = _dt.datetime(2026, 1, 1)
+    papers = [dict(id=i, source="pmc", external_id=f"PMC{i}", version="", title="t", authors=[], categories=[],
+                   source_urls={}, retracted=False, created_at=now, updated_at=now) for i in range(1, 10_061)]
+    papers += [dict(papers[0], id=20_001, external_id="PMC-local", source="local"),
+               dict(papers[0], id=20_002, external_id="PMC-excluded", excluded_reason="licence: not open")]
+    queued = [dict(stage="fetch", entity_type="paper", entity_id=str(i), status="done", attempts=1, max_attempts=3,
+                   lane="default", output={}, created_at=now, updated_at=now) for i in range(1, 10_001)]
+    with session_scope(engine) as s:
+        s.execute(insert(Paper), papers)
+        s.execute(insert(StageRun), queued)
+    with session_scope(engine) as s:
+        found = list(FetchStage(http(tmp_path), ArtifactStore(tmp_path / "data")).discover(s))
+    assert found == [str(i) for i in range(10_001, 10_061)]

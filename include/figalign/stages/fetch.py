@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import String, cast, delete, exists, select
 from sqlalchemy.orm import Session
 
 from figalign.clients.http import HttpStatusError, PoliteHttp
@@ -63,12 +63,15 @@ class FetchStage(Stage):
         """Allowed papers with files to fetch but no fetch row (e.g. harvested before a crash).
 
         Local papers arrive with their files already stored, so they never need fetching.
+        ``NOT EXISTS`` on the queue's natural key (an anti-join in the server, as filter's
+        discover): it used to read 10,000 papers in no order and drop the queued ones in
+        Python, so once those were queued no later paper was ever found.
         """
-        queued = select(StageRun.entity_id).where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type)
-        rows = session.execute(select(Paper.id).where(Paper.excluded_reason.is_(None), Paper.source != "local")
-                               .limit(10000)).scalars()
-        already = set(session.execute(queued).scalars())
-        return [str(pid) for pid in rows if str(pid) not in already]
+        queued = exists().where(StageRun.stage == self.name, StageRun.entity_type == self.entity_type,
+                                StageRun.entity_id == cast(Paper.id, String))
+        rows = session.execute(select(Paper.id).where(Paper.excluded_reason.is_(None), Paper.source != "local", ~queued)
+                               .order_by(Paper.id)).scalars()
+        return [str(pid) for pid in rows]
 
     def load(self, session: Session, item: Claimed) -> "FetchPlan | Outcome":
         """What to download: the paper's listed files not already stored for this listing."""
