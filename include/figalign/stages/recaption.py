@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, exists, select
 from sqlalchemy.orm import Session
 
 from figalign.config import Settings
@@ -95,21 +95,26 @@ class RecaptionStage(Stage):
             return NO_ENDPOINT
         return None
 
+    def _eligible(self):
+        """Figures kept by filtering and dedup that have an image (a query, in id order)."""
+        return (select(FigureRow.id)
+                .where(FigureRow.filter_reason.is_(None), FigureRow.duplicate_of_id.is_(None),
+                       FigureRow.image_artifact_id.is_not(None))
+                .order_by(FigureRow.id))
+
     def eligible(self, session: Session) -> list[int]:
-        """Figures kept by filtering and dedup that have an image."""
-        query = (select(FigureRow.id)
-                 .where(FigureRow.filter_reason.is_(None), FigureRow.duplicate_of_id.is_(None),
-                        FigureRow.image_artifact_id.is_not(None))
-                 .order_by(FigureRow.id))
-        return list(session.execute(query).scalars())
+        return list(session.execute(self._eligible()).scalars())
 
     def discover(self, session: Session) -> list[str]:
-        """Eligible figures with no caption (accepted or rejected) under the current key."""
-        done = set(session.execute(
-            select(Caption.figure_id).where(Caption.kind == KIND, Caption.model == self.model,
-                                            Caption.prompt_hash == self.prompt_hash,
-                                            Caption.params_hash == self.params_hash)).scalars())
-        return [str(fid) for fid in self.eligible(session) if fid not in done]
+        """Eligible figures with no caption (accepted or rejected) under the current key.
+
+        An anti-join in the server (``NOT EXISTS`` on captions' key index): reading every
+        eligible figure and every caption into Python sets costs memory and minutes per plan
+        at millions of figures.
+        """
+        done = exists().where(Caption.figure_id == FigureRow.id, Caption.kind == KIND, Caption.model == self.model,
+                              Caption.prompt_hash == self.prompt_hash, Caption.params_hash == self.params_hash)
+        return [str(fid) for fid in session.execute(self._eligible().where(~done)).scalars()]
 
     def existing_caption(self, session: Session, figure_id: int) -> int | None:
         return session.execute(

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, exists, select, union
 from sqlalchemy.orm import Session
 
 from figalign.config import Settings
@@ -152,23 +152,26 @@ class ScoreStage(Stage):
         return hashlib.sha256(text.encode()).hexdigest()
 
     # -- queue ---------------------------------------------------------------------------
-    def eligible(self, session: Session) -> list[int]:
+    def _eligible(self):
         """Accepted original captions and recaptions, with text, of figures kept by filtering."""
-        query = (select(Caption.id).join(FigureRow, FigureRow.id == Caption.figure_id)
-                 .where(Caption.kind.in_(KINDS), Caption.status == "accepted", Caption.text.is_not(None),
-                        FigureRow.filter_reason.is_(None))
-                 .order_by(Caption.id))
-        return list(session.execute(query).scalars())
+        return (select(Caption.id).join(FigureRow, FigureRow.id == Caption.figure_id)
+                .where(Caption.kind.in_(KINDS), Caption.status == "accepted", Caption.text.is_not(None),
+                       FigureRow.filter_reason.is_(None)))
 
     def discover(self, session: Session) -> list[str]:
-        """Eligible captions that lack at least one wanted (metric, model) row."""
-        wanted = self.wanted_keys()
-        have: dict[int, set] = {}
-        rows = session.execute(select(Metric.caption_id, Metric.metric, Metric.model)
-                               .where(Metric.model.in_({m for _, m in wanted}))).all()
-        for caption_id, metric, model in rows:
-            have.setdefault(caption_id, set()).add((metric, model))
-        return [str(c) for c in self.eligible(session) if not wanted <= have.get(c, set())]
+        """Eligible captions that lack at least one wanted (metric, model) row.
+
+        One anti-join per wanted pair (``NOT EXISTS`` on metrics' unique key), their union
+        in the server: every metric row read into Python (several per caption) costs
+        memory and minutes per plan at millions of captions.
+        """
+        lacking = [self._eligible().where(~exists().where(Metric.caption_id == Caption.id, Metric.metric == metric,
+                                                          Metric.model == model))
+                   for metric, model in sorted(self.wanted_keys())]
+        if not lacking:
+            return []
+        ids = union(*lacking).subquery()
+        return [str(c) for c in session.execute(select(ids.c.id).order_by(ids.c.id)).scalars()]
 
     def prepare_queue(self, session: Session, *, limit: int | None = None) -> int:
         """Enqueue new work; requeue finished rows whose wanted set changed or that lacked a model."""
