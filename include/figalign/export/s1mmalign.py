@@ -40,8 +40,12 @@ _NEW_ARXIV = re.compile(r"^(\d{2})(\d{2})\.\d{4,5}$")
 _OLD_ARXIV = re.compile(r"^[a-z\-]+(?:\.[A-Z]{2})?/(\d{2})(\d{2})\d{3}$")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name).strip(".") or "unknown"
+    """ASCII letters, digits, ``-``, ``_`` and ``.`` kept, every other character ``_``."""
+    return _UNSAFE.sub("_", name).strip(".") or "unknown"
 
 
 def arxiv_yymm(external_id: str | None) -> str | None:
