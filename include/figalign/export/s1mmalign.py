@@ -22,14 +22,13 @@ with a reason).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from figalign.export.archives import TarGz
-from figalign.export.common import FIELDS, Sample
+from figalign.export.common import FIELDS, Sample, json_bytes
 from figalign.export.manifest import HashingWriter, ShardInfo
 from figalign.export.options import ExportOptions, WriteResult
 from figalign.storage import ArtifactStore
@@ -142,7 +141,7 @@ class _Release:
         tar.add(path, image, sample.mtime)
         tar.samples += 1
         rel = f"{place.folder}/{place.jsonl}"
-        self._jsonl(rel).write((json.dumps(record(sample, path, place.archive), ensure_ascii=False) + "\n").encode())
+        self._jsonl(rel).write(json_bytes(record(sample, path, place.archive)) + b"\n")
         self.jsonl_samples[rel] += 1
 
     def close(self) -> tuple[list[ShardInfo], list[ShardInfo]]:
