@@ -163,6 +163,17 @@ CAPTION_COLUMNS = (Caption.id, Caption.figure_id, Caption.kind, Caption.text, Ca
 CaptionColumns = namedtuple("CaptionColumns", [c.key for c in CAPTION_COLUMNS])
 
 
+def core_rows(session: Session, query):
+    """Run a plain-column query on the session's connection (SQLAlchemy Core), not the ORM.
+
+    Kept optimisation: ``Session.execute`` builds a second row object per result row
+    (``orm.loading``): 25 % of the metrics query's time and ~10 % of the selection in all
+    (``bench/bench_export.py``; docs/benchmarks.md, "Export, issue 17"). The export's
+    session only reads, so the ORM's autoflush had nothing to do.
+    """
+    return session.connection().execute(query)
+
+
 def named_rows(session: Session, query, fields) -> list:
     """The rows of ``query`` as ``fields`` named tuples (``FigureColumns``, ``CaptionColumns``).
 
@@ -172,7 +183,7 @@ def named_rows(session: Session, query, fields) -> list:
     main thread under callgrind); a named tuple's field is an index. Measured with
     ``bench/bench_export.py`` (docs/benchmarks.md, "Export, issue 17").
     """
-    return list(map(fields._make, session.execute(query)))
+    return list(map(fields._make, core_rows(session, query)))
 
 
 PAPER_COLUMNS = (Paper.id, Paper.source, Paper.external_id, Paper.version, Paper.doi, Paper.title, Paper.categories,
@@ -224,7 +235,7 @@ class PaperCache:
         if len(self.papers) + len(missing) > self.LIMIT:
             self.papers = {pid: self.papers[pid] for pid in paper_ids - missing}
         if missing:
-            rows = self.session.execute(select(*PAPER_COLUMNS).where(Paper.id.in_(missing)))
+            rows = core_rows(self.session, select(*PAPER_COLUMNS).where(Paper.id.in_(missing)))
             self.papers.update((row.id, PaperFields.of(row)) for row in rows)
         return self.papers
 
@@ -271,8 +282,8 @@ def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
     figure's number does not change when a neighbour is filtered or exported later."""
     out: dict[int, int] = {}
     counts: dict[int, int] = defaultdict(int)
-    rows = session.execute(select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
-                           .order_by(FigureRow.paper_id, FigureRow.id))
+    rows = core_rows(session, select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
+                     .order_by(FigureRow.paper_id, FigureRow.id))
     for paper_id, fid in rows:
         counts[paper_id] += 1
         out[fid] = counts[paper_id]
@@ -324,10 +335,10 @@ def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[in
 
 def _contexts(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    rows = session.execute(select(CitationContextRow.figure_id, CitationContextRow.text, CitationContextRow.section,
-                                  CitationContextRow.mention)
-                           .where(CitationContextRow.figure_id.in_(ids))
-                           .order_by(CitationContextRow.figure_id, CitationContextRow.position))
+    rows = core_rows(session, select(CitationContextRow.figure_id, CitationContextRow.text,
+                                     CitationContextRow.section, CitationContextRow.mention)
+                     .where(CitationContextRow.figure_id.in_(ids))
+                     .order_by(CitationContextRow.figure_id, CitationContextRow.position))
     for fid, text, section, mention in rows:
         out[fid].append({"text": text, "section": section, "mention": mention})
     return out
@@ -338,10 +349,10 @@ def _metrics(session: Session, ids: list[int]) -> tuple[dict[int, list[dict[str,
     from which each sample keeps the scores of *its* two captions (``Sample.scores``)."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     scored: dict[int, list[tuple]] = defaultdict(list)
-    rows = session.execute(select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind, Metric.value,
-                                  Metric.caption_id)
-                           .where(Metric.figure_id.in_(ids))
-                           .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
+    rows = core_rows(session, select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind,
+                                     Metric.value, Metric.caption_id)
+                     .where(Metric.figure_id.in_(ids))
+                     .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
     for fid, metric, model, kind, value, caption_id in rows:
         out[fid].append({"metric": metric, "model": model, "caption_kind": kind, "value": float(value)})
         scored[fid].append((caption_id, metric, model, kind, float(value)))
