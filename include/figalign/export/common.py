@@ -179,7 +179,7 @@ def named_rows(session: Session, query, fields) -> list:
 
     Kept optimisation: reading a column off SQLAlchemy's ``Row`` by attribute first fails a
     type lookup and formats that AttributeError's message before it finds the column
-    (~2,000 instructions; the export reads ~45 per sample, ~7 % of the S1-MMAlign writer's
+    (~2,700 instructions; the export read ~45 per sample: ~10 % of the S1-MMAlign writer's
     main thread under callgrind); a named tuple's field is an index. Measured with
     ``bench/bench_export.py`` (docs/benchmarks.md, "Export, issue 17").
     """
