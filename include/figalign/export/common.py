@@ -167,8 +167,9 @@ def core_rows(session: Session, query):
     """Run a plain-column query on the session's connection (SQLAlchemy Core), not the ORM.
 
     Kept optimisation: ``Session.execute`` builds a second row object per result row
-    (``orm.loading``): 25 % of the metrics query's time and ~10 % of the selection in all
-    (``bench/bench_export.py``; docs/benchmarks.md, "Export, issue 17"). The export's
+    (``orm.loading``): 25 % of the metrics query's time, 13 % of ``iter_samples``'
+    instructions under callgrind (``bench/bench_export.py``; docs/benchmarks.md, "Export,
+    issue 17"). The export's
     session only reads, so the ORM's autoflush had nothing to do.
     """
     return session.connection().execute(query)
