@@ -169,8 +169,7 @@ def core_rows(session: Session, query):
     Kept optimisation: ``Session.execute`` builds a second row object per result row
     (``orm.loading``): 25 % of the metrics query's time, 13 % of ``iter_samples``'
     instructions under callgrind (``bench/bench_export.py``; docs/benchmarks.md, "Export,
-    issue 17"). The export's
-    session only reads, so the ORM's autoflush had nothing to do.
+    issue 17"). The export's session only reads, so the ORM's autoflush had nothing to do.
     """
     return session.connection().execute(query)
 
