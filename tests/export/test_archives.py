@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from figalign.errors import ConfigError
-from figalign.export.archives import Crc32Thread, SplitWriter, TarGz, part_suffix
+from figalign.export.archives import SplitWriter, TarGz, part_suffix
 from figalign.export.common import Sample
 from figalign.export.options import ExportOptions
 from figalign.export.s1mmalign import arxiv_yymm, full_year, placement
@@ -121,25 +121,3 @@ def test_a_smaller_re_export_leaves_no_stale_pieces(tmp_path):
     again.add("images/a/fig001.png", os.urandom(14_000))
     names = [p.path for p in again.close()]
     assert sorted(os.listdir(tmp_path)) == sorted(names) and "images.tar.gz" not in names
-
-
-def test_crc32_thread_equals_zlib_over_many_batches(monkeypatch):
-    """The helper thread chains the CRC in order across batches; a buffer changed after
-    ``update`` (anything but ``bytes`` is copied) does not change it."""
-    import zlib
-
-    monkeypatch.setattr(Crc32Thread, "BATCH", 10_000)
-    pieces = [os.urandom(n) for n in (0, 1, 511, 6000, 9000, 25_000, 3, 70_000)] * 5
-    crc = Crc32Thread()
-    for i, data in enumerate(pieces):
-        if i % 3 == 1:
-            buf = bytearray(data)
-            crc.update(buf)
-            buf[:] = bytes(len(buf))
-        else:
-            crc.update(memoryview(data) if i % 3 == 2 else data)
-    assert crc.value() == zlib.crc32(b"".join(pieces))
-    stopped = Crc32Thread()
-    stopped.update(b"x" * 20_000)
-    stopped.abort()
-    assert not stopped._thread.is_alive()

@@ -19,10 +19,8 @@ accept; ``--gzip-level`` 1–9 compresses for whoever prefers smaller archives.
 from __future__ import annotations
 
 import os
-import queue
 import struct
 import tarfile
-import threading
 import zlib
 from pathlib import Path
 
@@ -138,70 +136,6 @@ class StoredDeflate:
         return struct.pack("<BHH", 1, 0, 0xFFFF)
 
 
-class Crc32Thread:
-    """The CRC-32 of a byte stream (the gzip trailer's), computed by a helper thread.
-
-    ``update`` only collects references to the buffers, in order; every ``BATCH`` bytes the
-    batch goes to the thread, which chains ``zlib.crc32`` over it (zlib releases the GIL for
-    buffers over 5 KiB, i.e. for every image), so the CRC runs on the second core while the
-    writer reads and frames the next images. Buffers must not change after ``update``:
-    ``bytes`` are kept as they are, anything else is copied.
-
-    Kept optimisation: zlib's crc32 runs at ~2.1 GB/s on this machine, ~36 ms per 77 MB, the
-    S1-MMAlign writer's largest own cost after the file writes; see the S1-MMAlign rows of
-    ``bench/bench_export.py`` (docs/benchmarks.md, "Export, issue 17").
-    """
-
-    BATCH = 4 << 20
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-        self._batch: list[bytes] = []
-        self._batch_bytes = 0
-        self._crc = 0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="crc32", daemon=True)
-        self._thread.start()
-
-    def update(self, data: bytes) -> None:
-        self._batch.append(data if type(data) is bytes else bytes(data))
-        self._batch_bytes += len(data)
-        if self._batch_bytes >= self.BATCH:
-            self._send()
-
-    def _send(self) -> None:
-        if self._batch:
-            self._queue.put(self._batch)
-            self._batch, self._batch_bytes = [], 0
-
-    def _run(self) -> None:
-        crc = 0
-        try:
-            while (batch := self._queue.get()) is not None:
-                for data in batch:
-                    crc = zlib.crc32(data, crc)
-        except Exception as exc:  # reported by value(), in the writer's thread
-            self._error = exc
-        self._crc = crc
-
-    def value(self) -> int:
-        """The CRC of everything passed to ``update``; ends the thread."""
-        self._send()
-        self._stop()
-        if self._error is not None:
-            raise self._error
-        return self._crc
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def abort(self) -> None:
-        self._batch = []
-        self._stop()
-
-
 class TarGz:
     """A ``.tar.gz`` written member by member into a ``SplitWriter``."""
 
@@ -211,12 +145,12 @@ class TarGz:
         self._out.write(_GZIP_HEADER)
         self._deflate = (StoredDeflate(self._out) if level == 0
                          else zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS))
-        self._crc = Crc32Thread()
+        self._crc = 0
         self._size = 0  # uncompressed bytes: tar offsets and the gzip trailer's ISIZE
         self.samples = 0
 
     def _feed(self, data: bytes) -> None:
-        self._crc.update(data)
+        self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         out = self._deflate.compress(data)
         if out:
@@ -235,10 +169,9 @@ class TarGz:
         end += -(self._size + end) % tarfile.RECORDSIZE
         self._feed(b"\0" * end)
         self._out.write(self._deflate.flush())
-        self._out.write(struct.pack("<II", self._crc.value(), self._size & 0xFFFFFFFF))
+        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         parts = self._out.close()
         return [ShardInfo(rel, sha, self.samples if i == 0 else 0, size) for i, (rel, sha, size) in enumerate(parts)]
 
     def abort(self) -> None:
-        self._crc.abort()
         self._out.abort()
