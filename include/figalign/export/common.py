@@ -102,8 +102,8 @@ def json_bytes(record: dict[str, Any]) -> bytes:
 
     Kept optimisation: ``msgspec.json.encode`` (installed with Airflow) takes ~4 µs per
     record against ~20 µs for ``json.dumps``, about a twentieth of the WebDataset and
-    S1-MMAlign data paths (``bench/bench_export.py``; docs/benchmarks.md, "Export, issue
-    17"). msgspec writes a NaN or infinite float as ``null``; the rare record holding one (a
+    S1-MMAlign data paths (``bench/bench_export.py``; docs/benchmarks.md, "The export's own
+    CPU work"). msgspec writes a NaN or infinite float as ``null``; the rare record holding one (a
     metric value) goes through ``json.dumps`` instead, which writes ``NaN``/``Infinity`` as
     before, so no value changes meaning.
     """
@@ -168,8 +168,8 @@ def core_rows(session: Session, query):
 
     Kept optimisation: ``Session.execute`` builds a second row object per result row
     (``orm.loading``): 25 % of the metrics query's time, 13 % of ``iter_samples``'
-    instructions under callgrind (``bench/bench_export.py``; docs/benchmarks.md, "Export,
-    issue 17"). The export's session only reads, so the ORM's autoflush had nothing to do.
+    instructions under callgrind (``bench/bench_export.py``; docs/benchmarks.md, "The
+    export's own CPU work"). The export's session only reads, so the ORM's autoflush had nothing to do.
     """
     return session.connection().execute(query)
 
@@ -181,7 +181,7 @@ def named_rows(session: Session, query, fields) -> list:
     type lookup and formats that AttributeError's message before it finds the column
     (~2,700 instructions; the export read ~45 per sample: ~10 % of the S1-MMAlign writer's
     main thread under callgrind); a named tuple's field is an index. Measured with
-    ``bench/bench_export.py`` (docs/benchmarks.md, "Export, issue 17").
+    ``bench/bench_export.py`` (docs/benchmarks.md, "The export's own CPU work").
     """
     return list(map(fields._make, core_rows(session, query)))
 
