@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 
 import pytest
 
-from figalign.export.common import features_dict, features_for, features_yaml
+from figalign.export.common import features_dict, features_for, features_yaml, json_bytes
 from figalign.export.manifest import HashingWriter, TarShards, tar_header
 
 CASES = [("webdataset", False, "png"), ("webdataset", False, "jpg"), ("parquet", False, "png"),
@@ -260,3 +261,17 @@ def _image_uris(fs) -> list[str]:
     with session_scope(fs.engine) as s:
         return s.execute(select(Artifact.storage_uri).join(FigureRow, FigureRow.image_artifact_id == Artifact.id)
                          .order_by(FigureRow.id)).scalars().all()
+
+
+def test_json_bytes_means_what_json_dumps_wrote():
+    """Compact msgspec JSON parses to the same record (escapes, non-ASCII, floats); a record
+    with a non-finite metric value is written by ``json.dumps``, as before (``Infinity``)."""
+    rec = {"key": "k", "caption": 'é "q" \\ \u2028\n\x01 ∑', "figure_id": 3, "version": None, "categories": ["a"],
+           "contexts": [], "metrics": [{"metric": "pppl", "value": 12.5}, {"metric": "clip", "value": 1e-7},
+                                       {"metric": "big", "value": 1e16}]}
+    line = json_bytes(rec)
+    assert json.loads(line) == rec and b"\n" not in line and "∑".encode() in line
+    assert json.loads(json_bytes({"key": "k"})) == {"key": "k"}  # a record without metrics
+    odd = dict(rec, metrics=[{"metric": "pppl", "value": float("inf")}, {"metric": "x", "value": float("nan")}])
+    assert json_bytes(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":")).encode()
+    assert b"Infinity" in json_bytes(odd) and b"NaN" in json_bytes(odd)

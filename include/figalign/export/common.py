@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
+import math
 import re
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -93,6 +97,21 @@ class Sample:
         return calendar.timegm(self.created.utctimetuple()) if self.created else 0
 
 
+def json_bytes(record: dict[str, Any]) -> bytes:
+    """A sample's record as one line of compact UTF-8 JSON (no newline).
+
+    Kept optimisation: ``msgspec.json.encode`` (installed with Airflow) takes ~4 µs per
+    record against ~20 µs for ``json.dumps``, about a twentieth of the WebDataset and
+    S1-MMAlign data paths (``bench/bench_export.py``; docs/benchmarks.md, "The export's own
+    CPU work"). msgspec writes a NaN or infinite float as ``null``; the rare record holding one (a
+    metric value) goes through ``json.dumps`` instead, which writes ``NaN``/``Infinity`` as
+    before, so no value changes meaning.
+    """
+    if all(math.isfinite(m["value"]) for m in record.get("metrics") or ()):
+        return msgspec.json.encode(record)
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -138,6 +157,35 @@ COLUMNS = (FigureRow.id, FigureRow.paper_id, FigureRow.figure_key, FigureRow.lab
            FigureRow.duplicate_of_id, FigureRow.image_artifact_id, FigureRow.created_at, FigureRow.image_origin,
            FigureRow.subfigures, Artifact.sha256,
            Artifact.size, Artifact.storage_uri, Artifact.media_type)
+FigureColumns = namedtuple("FigureColumns", [c.key for c in COLUMNS])
+CAPTION_COLUMNS = (Caption.id, Caption.figure_id, Caption.kind, Caption.text, Caption.model, Caption.prompt_hash,
+                   Caption.params_hash)
+CaptionColumns = namedtuple("CaptionColumns", [c.key for c in CAPTION_COLUMNS])
+
+
+def core_rows(session: Session, query):
+    """Run a plain-column query on the session's connection (SQLAlchemy Core), not the ORM.
+
+    Kept optimisation: ``Session.execute`` builds a second row object per result row
+    (``orm.loading``): 25 % of the metrics query's time, 13 % of ``iter_samples``'
+    instructions under callgrind (``bench/bench_export.py``; docs/benchmarks.md, "The
+    export's own CPU work"). The export's session only reads, so the ORM's autoflush had nothing to do.
+    """
+    return session.connection().execute(query)
+
+
+def named_rows(session: Session, query, fields) -> list:
+    """The rows of ``query`` as ``fields`` named tuples (``FigureColumns``, ``CaptionColumns``).
+
+    Kept optimisation: reading a column off SQLAlchemy's ``Row`` by attribute first fails a
+    type lookup and formats that AttributeError's message before it finds the column
+    (~2,700 instructions; the export read ~45 per sample: ~10 % of the S1-MMAlign writer's
+    main thread under callgrind); a named tuple's field is an index. Measured with
+    ``bench/bench_export.py`` (docs/benchmarks.md, "The export's own CPU work").
+    """
+    return list(map(fields._make, core_rows(session, query)))
+
+
 PAPER_COLUMNS = (Paper.id, Paper.source, Paper.external_id, Paper.version, Paper.doi, Paper.title, Paper.categories,
                  Paper.discipline, Paper.licence, Paper.licence_url, Paper.retracted, Paper.source_urls)
 
@@ -187,7 +235,7 @@ class PaperCache:
         if len(self.papers) + len(missing) > self.LIMIT:
             self.papers = {pid: self.papers[pid] for pid in paper_ids - missing}
         if missing:
-            rows = self.session.execute(select(*PAPER_COLUMNS).where(Paper.id.in_(missing)))
+            rows = core_rows(self.session, select(*PAPER_COLUMNS).where(Paper.id.in_(missing)))
             self.papers.update((row.id, PaperFields.of(row)) for row in rows)
         return self.papers
 
@@ -219,7 +267,7 @@ def iter_samples(session: Session, policy: FilterPolicy | None = None,
     papers = PaperCache(session)
     last_id = 0
     while True:
-        rows = session.execute(_base_query(since).where(FigureRow.id > last_id).limit(CHUNK)).all()
+        rows = named_rows(session, _base_query(since).where(FigureRow.id > last_id).limit(CHUNK), FigureColumns)
         if not rows:
             return
         last_id = rows[-1].id
@@ -234,8 +282,8 @@ def _ordinals(session: Session, paper_ids: set[int]) -> dict[int, int]:
     figure's number does not change when a neighbour is filtered or exported later."""
     out: dict[int, int] = {}
     counts: dict[int, int] = defaultdict(int)
-    rows = session.execute(select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
-                           .order_by(FigureRow.paper_id, FigureRow.id))
+    rows = core_rows(session, select(FigureRow.paper_id, FigureRow.id).where(FigureRow.paper_id.in_(paper_ids))
+                     .order_by(FigureRow.paper_id, FigureRow.id))
     for paper_id, fid in rows:
         counts[paper_id] += 1
         out[fid] = counts[paper_id]
@@ -271,13 +319,12 @@ def _build(session: Session, rows: list, ranks: dict[int, int] | None = None,
 
 
 def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[int, Any]]:
-    """The original caption, and the latest accepted recaption, per figure (rows with id and text)."""
+    """The original caption, and the latest accepted recaption, per figure (``CaptionColumns``)."""
     originals: dict[int, Any] = {}
     recaptions: dict[int, Any] = {}
-    rows = session.execute(select(Caption.id, Caption.figure_id, Caption.kind, Caption.text, Caption.model,
-                                  Caption.prompt_hash, Caption.params_hash)
-                           .where(Caption.figure_id.in_(ids), Caption.status == "accepted")
-                           .order_by(Caption.figure_id, Caption.created_at, Caption.id))
+    rows = named_rows(session, select(*CAPTION_COLUMNS)
+                      .where(Caption.figure_id.in_(ids), Caption.status == "accepted")
+                      .order_by(Caption.figure_id, Caption.created_at, Caption.id), CaptionColumns)
     for cap in rows:
         if cap.kind == "original":
             originals.setdefault(cap.figure_id, cap)
@@ -288,10 +335,10 @@ def _captions(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[in
 
 def _contexts(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    rows = session.execute(select(CitationContextRow.figure_id, CitationContextRow.text, CitationContextRow.section,
-                                  CitationContextRow.mention)
-                           .where(CitationContextRow.figure_id.in_(ids))
-                           .order_by(CitationContextRow.figure_id, CitationContextRow.position))
+    rows = core_rows(session, select(CitationContextRow.figure_id, CitationContextRow.text,
+                                     CitationContextRow.section, CitationContextRow.mention)
+                     .where(CitationContextRow.figure_id.in_(ids))
+                     .order_by(CitationContextRow.figure_id, CitationContextRow.position))
     for fid, text, section, mention in rows:
         out[fid].append({"text": text, "section": section, "mention": mention})
     return out
@@ -302,10 +349,10 @@ def _metrics(session: Session, ids: list[int]) -> tuple[dict[int, list[dict[str,
     from which each sample keeps the scores of *its* two captions (``Sample.scores``)."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     scored: dict[int, list[tuple]] = defaultdict(list)
-    rows = session.execute(select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind, Metric.value,
-                                  Metric.caption_id)
-                           .where(Metric.figure_id.in_(ids))
-                           .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
+    rows = core_rows(session, select(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind,
+                                     Metric.value, Metric.caption_id)
+                     .where(Metric.figure_id.in_(ids))
+                     .order_by(Metric.figure_id, Metric.metric, Metric.model, Metric.caption_kind))
     for fid, metric, model, kind, value, caption_id in rows:
         out[fid].append({"metric": metric, "model": model, "caption_kind": kind, "value": float(value)})
         scored[fid].append((caption_id, metric, model, kind, float(value)))

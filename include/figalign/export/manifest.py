@@ -62,7 +62,6 @@ class TailHasher:
         self._fd = os.open(path, os.O_RDONLY)
         self._hash = hashlib.sha256()
         self._offset = 0
-        self._buf = memoryview(bytearray(self.CHUNK))
         self._done = threading.Event()
         self._wake = threading.Event()
         self._error: BaseException | None = None
@@ -72,19 +71,19 @@ class TailHasher:
     def poke(self) -> None:
         self._wake.set()
 
-    def _drain(self) -> None:
-        buf = self._buf
+    def _drain(self, buf: memoryview) -> None:
         while n := os.preadv(self._fd, [buf], self._offset):  # into one reused buffer: no page faults
             self._hash.update(buf[:n])
             self._offset += n
 
     def _run(self) -> None:
         try:
+            buf = memoryview(bytearray(self.CHUNK))  # zeroed and first touched here, not in the writer's thread
             while not self._done.is_set():
                 self._wake.clear()
-                self._drain()
+                self._drain(buf)
                 self._wake.wait(0.05)
-            self._drain()  # the writer has closed the file: everything is there now
+            self._drain(buf)  # the writer has closed the file: everything is there now
         except OSError as exc:  # reported by finish(), in the writer's thread
             self._error = exc
 

@@ -22,14 +22,13 @@ with a reason).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from figalign.export.archives import TarGz
-from figalign.export.common import FIELDS, Sample
+from figalign.export.common import FIELDS, Sample, json_bytes
 from figalign.export.manifest import HashingWriter, ShardInfo
 from figalign.export.options import ExportOptions, WriteResult
 from figalign.storage import ArtifactStore
@@ -40,8 +39,12 @@ _NEW_ARXIV = re.compile(r"^(\d{2})(\d{2})\.\d{4,5}$")
 _OLD_ARXIV = re.compile(r"^[a-z\-]+(?:\.[A-Z]{2})?/(\d{2})(\d{2})\d{3}$")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def _safe(name: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name).strip(".") or "unknown"
+    """ASCII letters, digits, ``-``, ``_`` and ``.`` kept, every other character ``_``."""
+    return _UNSAFE.sub("_", name).strip(".") or "unknown"
 
 
 def arxiv_yymm(external_id: str | None) -> str | None:
@@ -138,7 +141,7 @@ class _Release:
         tar.add(path, image, sample.mtime)
         tar.samples += 1
         rel = f"{place.folder}/{place.jsonl}"
-        self._jsonl(rel).write((json.dumps(record(sample, path, place.archive), ensure_ascii=False) + "\n").encode())
+        self._jsonl(rel).write(json_bytes(record(sample, path, place.archive)) + b"\n")
         self.jsonl_samples[rel] += 1
 
     def close(self) -> tuple[list[ShardInfo], list[ShardInfo]]:

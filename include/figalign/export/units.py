@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from figalign.errors import ConfigError
-from figalign.export.common import MEDIA_EXT, Sample
+from figalign.export.common import MEDIA_EXT, Sample, core_rows
 from figalign.store.models import Artifact
 
 UNITS = ("figures", "panels", "both")
@@ -57,8 +57,8 @@ def artifact_uris(session: Session, subfigure_lists: list[list[dict]]) -> dict[i
     ids = {(s.get("image") or {}).get("artifact_id") for subs in subfigure_lists for s in subs or []} - {None}
     if not ids:
         return {}
-    rows = session.execute(select(Artifact.id, Artifact.storage_uri, Artifact.media_type, Artifact.size)
-                           .where(Artifact.id.in_(ids)))
+    rows = core_rows(session, select(Artifact.id, Artifact.storage_uri, Artifact.media_type, Artifact.size)
+                     .where(Artifact.id.in_(ids)))
     return {r.id: (r.storage_uri, r.media_type, int(r.size)) for r in rows}
 
 

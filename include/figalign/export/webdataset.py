@@ -7,11 +7,10 @@ Shards roll over by sample count or bytes; a sample never straddles two shards.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from figalign.export.common import Sample
+from figalign.export.common import Sample, json_bytes
 from figalign.export.manifest import TarShards
 from figalign.export.options import ExportOptions, WriteResult
 from figalign.storage import ArtifactStore
@@ -34,7 +33,7 @@ def write(samples: Iterable[Sample], out_dir: Path, store: ArtifactStore, opts: 
             # the JSON names the shard it lands in, so the shard is chosen first
             shard = shards.start_sample(len(image) + 4096 + JSON_OVERHEAD)
             meta = dict(sample.meta, image_path=member, image_tar=shard)
-            blob = json.dumps(meta, ensure_ascii=False).encode()
+            blob = json_bytes(meta)
             shards.add(member, image, sample.mtime)
             shards.add(f"{sample.key}.json", blob, sample.mtime)
             count += 1
