@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, aliased
 
 from figalign.errors import BadInputError
 from figalign.metrics.gains import gain_name
+from figalign.store.queue import reason_of
 from figalign.store.models import (
     Artifact,
     Caption,
@@ -173,26 +174,21 @@ def _stage_exists(query: GridQuery, fig, reason_expr):
     return exists(select(1).where(*conds, StageRun.entity_id == cast(key, String)).offset(0))
 
 
-def _unsettled_runs(query: GridQuery):
-    """The matching stage runs that are not done, as a subquery of entity numbers read from
-    ix_stage_runs_unsettled_entity; None when the filter is not of that kind.
+def _reads_unsettled(query: GridQuery) -> bool:
+    """Whether the stage filter is read from the stage runs' side: a status that is not ``done``.
 
     Failures and skips are rare and sit anywhere in id order, so probing every figure from
     the newest (``_stage_exists``) can take millions of probes before one matches (13 s at
-    10 M figures, docs/benchmarks.md). That index holds them in entity order: joined to
-    figures by primary key (a join, not ``IN``, which Postgres plans as an unordered hash of
-    every match), a figure-level stage's page is a walk down it that stops after one page.
+    10 M figures, docs/benchmarks.md); ix_stage_runs_unsettled_entity holds those runs in
+    entity order instead (``_walk_unsettled``, ``_join_unsettled``).
     """
-    runs = _unsettled_select(query)
-    return None if runs is None else runs.subquery("unsettled")
+    return bool(query.stage and query.status and query.status != "done")
 
 
 def _unsettled_select(query: GridQuery):
-    if not (query.stage and query.status and query.status != "done"):
-        return None
+    """The entity numbers (``num``) of the matching stage runs, read from that index."""
     entity = STAGE_ENTITY.get(query.stage, "figure")
-    number = entity_number(StageRun.entity_id)
-    runs = select(number.label("num")).where(
+    runs = select(entity_number(StageRun.entity_id).label("num")).where(
         StageRun.stage == query.stage, StageRun.entity_type == entity, StageRun.status == query.status)
     if query.reason:
         runs = runs.where(reason_key() == query.reason)
@@ -227,12 +223,12 @@ def _walk_unsettled(session: Session, stmt, query: GridQuery, descending: bool) 
 
 
 def _join_unsettled(stmt, query: GridQuery, fig, conds: list):
-    """Join the grid to ``_unsettled_runs``; one row per figure, as the natural key
-    (stage, entity_type, entity_id) is unique. Caption-level runs (several per figure) go
-    through ``IN`` instead."""
-    runs = _unsettled_runs(query)
-    if runs is None:
-        return stmt
+    """Join the grid to the matching runs (``_unsettled_select``), where the page cannot be
+    walked in figure-id order: a paper-level stage, or a sort by metric. A join, not ``IN``
+    (which Postgres plans as an unordered hash of every match); one row per figure, as the
+    natural key (stage, entity_type, entity_id) is unique. Caption-level runs (several per
+    figure) go through ``IN``."""
+    runs = _unsettled_select(query).subquery("unsettled")
     entity = STAGE_ENTITY.get(query.stage, "figure")
     if entity == "caption":
         conds.append(fig.id.in_(select(Caption.figure_id).where(Caption.id.in_(select(runs.c.num)))))
@@ -244,7 +240,7 @@ def reason_key():
     """How failures are grouped and filtered: the recorded reason (it names what went wrong,
     e.g. ``over-budget: wall 120 s``), else the error class. Both columns are included in
     ix_stage_runs_unsettled_entity, so a walk down it checks this without the table."""
-    return func.coalesce(StageRun.reason, StageRun.error_class, literal_column("'(none)'"))
+    return func.coalesce(reason_of(), "(none)")
 
 
 def _filters(query: GridQuery, fig, paper) -> list:
@@ -258,7 +254,7 @@ def _filters(query: GridQuery, fig, paper) -> list:
                           (fig.filter_reason, query.filter_reason)):
         if value:
             conds.append(column == value)
-    if query.stage and _unsettled_runs(query) is None:  # else joined (``_join_unsettled``)
+    if query.stage and not _reads_unsettled(query):  # else walked or joined (``grid``)
         conds.append(_stage_exists(query, fig, reason_key()))
     if query.q:
         conds.append(exists(select(1).where(Caption.figure_id == fig.id,
@@ -313,8 +309,9 @@ def grid(session: Session, query: GridQuery) -> Page:
                 .join(fig, fig.id == Metric.figure_id)
                 .where(Metric.metric == sort.metric, Metric.caption_kind == sort.kind))
     conds = _filters(query, fig, paper)
-    walk = sort.by == "id" and STAGE_ENTITY.get(query.stage or "") == "figure" and _unsettled_select(query) is not None
-    if not walk:
+    unsettled = _reads_unsettled(query)
+    walk = unsettled and sort.by == "id" and STAGE_ENTITY.get(query.stage) == "figure"
+    if unsettled and not walk:
         stmt = _join_unsettled(stmt, query, fig, conds)
     stmt = (stmt.join(paper, paper.id == fig.paper_id).outerjoin(art, art.id == fig.image_artifact_id)
             .where(*conds))

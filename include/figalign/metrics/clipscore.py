@@ -285,7 +285,8 @@ def load_open_clip(model_name: str, pretrained: str, *, device: str = "cpu", dty
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
         if jit_weights is not None:  # its tensors the model has (not derived buffers such as attn_mask)
-            model.load_state_dict({k: v for k, v in jit_weights.items() if k in model.state_dict()})
+            expected = model.state_dict().keys()
+            model.load_state_dict({k: v for k, v in jit_weights.items() if k in expected})
         tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise ModelUnavailableError(f"cannot load CLIP model {model_name!r} with weights {pretrained!r}: {exc}") from exc

@@ -41,7 +41,6 @@ NAMING = {
 STAGE_STATUSES = ("pending", "running", "done", "failed", "skipped")
 OPEN_SQL = "status IN ('pending', 'running')"  # stage runs a claim may still take
 # Stage runs the explorer filters by (0011): not done, against an entity with a numeric id.
-NUMBERED_ENTITIES = ("paper", "figure", "caption")
 UNSETTLED_SQL = "status <> 'done' AND entity_type IN ('paper', 'figure', 'caption')"
 
 
